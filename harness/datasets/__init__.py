@@ -1,0 +1,14 @@
+"""Factor-labelled datasets behind one protocol (DESIGN 3.3) and a registry.
+
+>>> from harness import datasets
+>>> ds = datasets.load("dummy")
+>>> ds.observations([0, 1]).shape
+(2, 16, 16, 1)
+"""
+
+from __future__ import annotations
+
+from harness.datasets.base import GridDataset, GroundTruthDataset
+from harness.datasets.registry import load, names, register
+
+__all__ = ["GroundTruthDataset", "GridDataset", "load", "names", "register"]
