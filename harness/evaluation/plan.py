@@ -1,0 +1,207 @@
+"""Plan -> encode once -> look up: the engine behind ``harness evaluate``.
+
+Every metric declares from its seed which observations it needs (an ``ObservationRequest``:
+grid ``indices`` and an ``observation_seed``). On a deterministic dataset an index always shows
+the same image, so the plan encodes each *unique* index once and every metric reads its rows
+from that code table. On a stochastic dataset (noisy, color, scream dSprites) each sample draws
+its own nuisance, so every request is rendered and encoded on its own, in order, with the
+generator ``np.random.default_rng(request.observation_seed)`` exactly as running the metric alone
+would.
+
+Images are rendered in bounded-memory chunks and encoded in batches, so a plan of millions of
+observations never holds more than one chunk of uint8 images at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+#: images rendered per chunk (dSprites: 64x64x1 uint8 = 4 KiB each, so 8,192 images = 32 MiB)
+DEFAULT_CHUNK_SIZE = 8192
+
+
+@dataclass
+class Timing:
+    """Wall seconds spent rendering and encoding, and images counted."""
+
+    render_s: float = 0.0
+    encode_s: float = 0.0
+    images_requested: int = 0
+    images_encoded: int = 0
+    images_from_cache: int = 0
+
+
+@dataclass
+class CodeTable:
+    """Codes for every observation a set of requests asked for.
+
+    Deterministic datasets: ``indices`` (sorted, unique) and ``codes`` row for row.
+    Stochastic datasets: ``per_request`` maps a request key to its codes, row for row.
+    """
+
+    stochastic: bool
+    indices: np.ndarray | None = None
+    codes: np.ndarray | None = None
+    per_request: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def lookup(self, key: str, request) -> np.ndarray:
+        """Codes of ``request.indices``, in the request's order."""
+        if self.stochastic:
+            return self.per_request[key]
+        wanted = np.asarray(request.indices, dtype=np.int64).ravel()
+        pos = np.searchsorted(self.indices, wanted)
+        return self.codes[pos]
+
+    def all_codes(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every encoded code, with grid indices (None for stochastic datasets: rows follow requests)."""
+        if self.stochastic:
+            return np.concatenate(list(self.per_request.values())), None
+        return self.codes, self.indices
+
+
+def _request_indices(request) -> np.ndarray:
+    return np.asarray(request.indices, dtype=np.int64).ravel()
+
+
+def unique_indices(requests) -> np.ndarray:
+    """Sorted unique grid indices over all requests."""
+    arrays = [_request_indices(r) for r in requests]
+    if not arrays:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate(arrays))
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _prefetched(render: Callable[[slice], np.ndarray], slices: list[slice], timing: Timing):
+    """Yield ``(slice, images)``, rendering the next chunk in a thread while the caller encodes.
+
+    The sandboxed encoder runs in another process, so rendering (numpy, mostly GIL-free) and
+    encoding overlap; one chunk ahead keeps memory bounded to two chunks.
+    """
+
+    def timed(sl):
+        t0 = time.perf_counter()
+        images = render(sl)
+        return images, time.perf_counter() - t0
+
+    if not slices:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="harness-render") as pool:
+        future = pool.submit(timed, slices[0])
+        for i, sl in enumerate(slices):
+            images, seconds = future.result()
+            timing.render_s += seconds
+            if i + 1 < len(slices):
+                future = pool.submit(timed, slices[i + 1])
+            yield sl, images
+
+
+def _encode_images(encode, images: np.ndarray, batch_size: int, timing: Timing, progress) -> np.ndarray:
+    out = []
+    for sl in _chunks(len(images), batch_size):
+        t0 = time.perf_counter()
+        codes = np.asarray(encode(images[sl]), dtype=np.float32)
+        timing.encode_s += time.perf_counter() - t0
+        timing.images_encoded += sl.stop - sl.start
+        if progress is not None:
+            progress.update(sl.stop - sl.start)
+        out.append(codes)
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def encode_grid(dataset, indices: np.ndarray, encode, *, chunk_size: int, batch_size: int,
+                timing: Timing, progress=None) -> np.ndarray:
+    """Codes for grid ``indices`` of a deterministic dataset, row for row."""
+    indices = np.asarray(indices, dtype=np.int64)
+    parts = []
+    slices = list(_chunks(len(indices), chunk_size))
+    for sl, images in _prefetched(lambda s: dataset.observations(indices[s]), slices, timing):
+        parts.append(_encode_images(encode, images, batch_size, timing, progress))
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(parts)
+
+
+def encode_request_stream(dataset, request, encode, *, chunk_size: int, batch_size: int,
+                          timing: Timing, progress=None) -> np.ndarray:
+    """Codes for one request on a stochastic dataset: rendered in order with the request's own generator.
+
+    Datasets guarantee that rendering in consecutive chunks with one generator gives the same
+    images as rendering all at once (docs/architecture.md), so this equals
+    ``encode(request.observations(dataset))``.
+    """
+    indices = _request_indices(request)
+    rng = np.random.default_rng(request.observation_seed)
+    parts = []
+    # The generator is shared between chunks, so chunks must be rendered strictly in order:
+    # the one-ahead prefetch thread keeps that order.
+    slices = list(_chunks(len(indices), chunk_size))
+    for sl, images in _prefetched(lambda s: dataset.observations(indices[s], rng=rng), slices, timing):
+        parts.append(_encode_images(encode, images, batch_size, timing, progress))
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(parts)
+
+
+def build_code_table(dataset, requests: dict, encode, *, cache=None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                     batch_size: int = 2048, progress_factory=None, timing: Timing | None = None) -> tuple[CodeTable, Timing]:
+    """Encode what ``requests`` (metric name -> ObservationRequest) need, each observation once.
+
+    ``cache`` (a :class:`harness.evaluation.cache.DatasetCache` or None) supplies codes already
+    known and receives the new ones. ``progress_factory(total)`` returns a tqdm-like bar or None.
+    """
+    timing = timing or Timing()
+    timing.images_requested += sum(len(_request_indices(r)) for r in requests.values())
+    if not getattr(dataset, "stochastic", False):
+        wanted = unique_indices(requests.values())
+        known_idx, known_codes = (cache.lookup(wanted) if cache is not None else (np.zeros(0, np.int64), None))
+        missing = np.setdiff1d(wanted, known_idx, assume_unique=True)
+        timing.images_from_cache += len(wanted) - len(missing)
+        bar = progress_factory(len(missing)) if progress_factory else None
+        try:
+            new_codes = encode_grid(dataset, missing, encode, chunk_size=chunk_size, batch_size=batch_size,
+                                    timing=timing, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if cache is not None and len(missing):
+            cache.store(missing, new_codes)
+        if known_codes is not None and len(known_idx):
+            all_idx = np.concatenate([known_idx, missing])
+            all_codes = np.concatenate([known_codes, new_codes]) if len(missing) else known_codes
+            order = np.argsort(all_idx, kind="stable")
+            table = CodeTable(False, all_idx[order], all_codes[order])
+        else:
+            table = CodeTable(False, missing, new_codes)
+        return table, timing
+
+    table = CodeTable(True)
+    todo = {}
+    for name, request in requests.items():
+        cached = cache.lookup_request(request) if cache is not None else None
+        if cached is not None:
+            table.per_request[name] = cached
+            timing.images_from_cache += len(cached)
+        else:
+            todo[name] = request
+    bar = progress_factory(sum(len(_request_indices(r)) for r in todo.values())) if progress_factory else None
+    try:
+        for name, request in todo.items():
+            codes = encode_request_stream(dataset, request, encode, chunk_size=chunk_size,
+                                          batch_size=batch_size, timing=timing, progress=bar)
+            table.per_request[name] = codes
+            if cache is not None:
+                cache.store_request(request, codes)
+    finally:
+        if bar is not None:
+            bar.close()
+    return table, timing
