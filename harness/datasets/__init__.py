@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from harness.datasets.base import GridDataset, GroundTruthDataset
+from harness.datasets.base import ANY, DEFAULT_SEED, GridDataset, GroundTruthDataset
 from harness.datasets.registry import load, names, register
 
-__all__ = ["GroundTruthDataset", "GridDataset", "load", "names", "register"]
+__all__ = ["ANY", "DEFAULT_SEED", "GroundTruthDataset", "GridDataset", "load", "names", "register"]

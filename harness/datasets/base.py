@@ -34,6 +34,40 @@ class GroundTruthDataset(Protocol):
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
 
+    def index_of_factors(self, factors, rng: np.random.Generator | None = None) -> np.ndarray: ...
+
+
+#: Seed used when a method that needs randomness is called with ``rng=None``.
+DEFAULT_SEED = 0
+
+#: Value in a factor array passed to ``index_of_factors`` meaning "any value of this factor".
+ANY = -1
+
+
+def as_generator(rng: np.random.Generator | None) -> np.random.Generator:
+    """``rng`` itself, or a fresh ``np.random.default_rng(DEFAULT_SEED)`` when it is None."""
+    if rng is None:
+        return np.random.default_rng(DEFAULT_SEED)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator or None, got {type(rng).__name__}")
+    return rng
+
+
+def check_factor_array(factors, sizes, name: str, *, allow_any: bool = False) -> np.ndarray:
+    """Validate an ``(n, K)`` factor array against ``sizes``; ``ANY`` (-1) allowed if ``allow_any``."""
+    factors = np.asarray(factors)
+    if factors.ndim == 1:
+        factors = factors[None, :]
+    if factors.ndim != 2 or factors.shape[1] != len(sizes):
+        raise ValueError(f"{name}: factors must have shape (n, {len(sizes)}), got {factors.shape}")
+    if factors.size and not np.issubdtype(factors.dtype, np.integer):
+        raise ValueError(f"{name}: factors must be integers, got dtype {factors.dtype}")
+    factors = factors.astype(np.int64, copy=False)
+    low = ANY if allow_any else 0
+    if factors.size and ((factors < low).any() or (factors >= np.asarray(sizes)).any()):
+        raise IndexError(f"{name}: factor value out of range for sizes {list(sizes)}")
+    return factors
+
 
 class GridDataset:
     """Base class for datasets whose observations form a full factor grid.
@@ -74,6 +108,26 @@ class GridDataset:
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return np.stack([rng.integers(0, s, size=n) for s in self.factor_sizes], axis=-1).astype(np.int64)
+
+    def index_of_factors(self, factors, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Observation index for each row of ``factors`` (n, K): the one path for intervention metrics.
+
+        An entry ``ANY`` (-1) means "any value": it is drawn uniformly from ``rng`` (one block for
+        the whole call; ``rng=None`` uses ``np.random.default_rng(DEFAULT_SEED)``). Without ``ANY``
+        entries this is :meth:`factors_to_index`. File-backed subsets override it to pick a random
+        existing row matching the fixed entries.
+        """
+        factors = check_factor_array(factors, self.factor_sizes, self.name, allow_any=True)
+        wildcard = factors == ANY
+        if wildcard.any():
+            draws = as_generator(rng).integers(0, np.asarray(self.factor_sizes), size=factors.shape)
+            factors = np.where(wildcard, draws, factors)
+        return self.factors_to_index(factors)
+
+    @property
+    def full_grid(self) -> bool:
+        """True: every factor combination exists and indices enumerate the grid in C order."""
+        return True
 
     def observations(self, idx, rng: np.random.Generator | None = None) -> np.ndarray:
         return self.render(self.index_to_factors(np.atleast_1d(idx)), rng)

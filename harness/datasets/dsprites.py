@@ -1,0 +1,242 @@
+"""Procedural dSprites and its corrupted variants (color, noisy, scream).
+
+dSprites (Matthey et al. 2017, https://github.com/deepmind/dsprites-dataset): 2D sprites on a
+64x64 binary canvas with five factors, shape 3 (square, ellipse, heart), scale 6 (0.5..1),
+orientation 40 (0..2pi inclusive), posX 32 and posY 32 (0..1). The exact heart outline and pixel
+margins of the original were never published: this renderer matches the factor structure and the
+look (centred sprites, a 1-pixel margin at the extreme positions of the largest sprite), not the
+pixels of the original file. Load the original file with ``datasets.load("path/to/dsprites.npz")``.
+
+The variants are those of Locatello et al. 2019 (disentanglement_lib), with a nuisance drawn per
+sample: ``color_dsprites`` tints the sprite, ``noisy_dsprites`` adds uniform noise to the
+background, ``scream_dsprites`` puts the sprite, inverted, on a random crop of a texture.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.datasets.base import GridDataset, as_generator
+from harness.errors import InputError
+
+CANVAS = 64
+# Sprite centres step 4/3 px across 31 steps (41.3 px) and the largest sprite reaches R = 31/3 px
+# from its centre, so the extreme positions leave one pixel of margin on each side.
+_STEP = 4.0 / 3.0
+_RADIUS = 31.0 / 3.0
+_PATCH = 22  # a sprite patch covers [centre - R, centre + R] whatever the sub-pixel phase
+_SUPERSAMPLE = 4  # per axis; a pixel is on when at least half of its samples are inside
+
+SHAPES = ("square", "ellipse", "heart")
+SCALES = np.linspace(0.5, 1.0, 6)
+ORIENTATIONS = np.linspace(0.0, 2 * np.pi, 40)  # inclusive: 0 and 39 are the same angle
+POSITIONS = np.linspace(0.0, 1.0, 32)
+
+_ELLIPSE_AXES = (1.0, 0.5)
+
+
+def _heart_raw(x, y):
+    """The classic heart curve (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, lobes towards +y."""
+    return (x * x + y * y - 1.0) ** 3 - x * x * y**3 <= 0.0
+
+
+def _heart_frame():
+    # Centre the heart on its bounding box and scale it to unit radius about that centre.
+    g = np.linspace(-1.5, 1.5, 1201)
+    x, y = np.meshgrid(g, g)
+    inside = _heart_raw(x, y)
+    cy = 0.5 * (y[inside].min() + y[inside].max())
+    radius = np.sqrt(x[inside] ** 2 + (y[inside] - cy) ** 2).max()
+    return cy, radius
+
+
+_HEART_CY, _HEART_RADIUS = _heart_frame()
+
+
+def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Whether sprite-frame points (u right, v up, unit = full radius) lie inside the shape."""
+    if shape == 0:
+        return np.maximum(np.abs(u), np.abs(v)) <= np.sqrt(0.5)
+    if shape == 1:
+        return (u / _ELLIPSE_AXES[0]) ** 2 + (v / _ELLIPSE_AXES[1]) ** 2 <= 1.0
+    return _heart_raw(u * _HEART_RADIUS, v * _HEART_RADIUS + _HEART_CY)
+
+
+class DSprites(GridDataset):
+    """Procedural dSprites: 737,280 binary 64x64x1 images (uint8 0 or 255), posY fastest.
+
+    Sprites are rendered once per (shape, scale, orientation, sub-pixel phase) with 4x4
+    supersampling, cached, and pasted at their position, so a batch renders at memory speed.
+    True symmetries (the only factor changes that leave the image unchanged) are listed in
+    docs/datasets.md: orientation 0 == 2pi for every shape, and near-coincidences of the square
+    (90 degrees) and ellipse (180 degrees) at small scales.
+    """
+
+    name = "dsprites"
+    factor_names = ["shape", "scale", "orientation", "posX", "posY"]
+    factor_sizes = [3, 6, 40, 32, 32]
+    observation_shape = (64, 64, 1)
+    source = "procedural (after Matthey et al. 2017)"
+
+    def __init__(self):
+        n_sprites = 3 * 6 * 40 * 3 * 3
+        self._sprites = np.zeros((n_sprites, _PATCH, _PATCH), dtype=np.uint8)
+        self._rendered = np.zeros(n_sprites, dtype=bool)
+
+    def _sprite_ids(self, factors):
+        shape, scale, orient, px, py = factors.T
+        col = 3 + 4 * px  # 3 * (centre_x - R), an integer by construction
+        row = 3 + 4 * py
+        phase_x, phase_y = col % 3, row % 3
+        orient = orient % 39  # orientation 39 is 2pi: render it as exactly 0
+        sid = (((shape * 6 + scale) * 40 + orient) * 3 + phase_y) * 3 + phase_x
+        return sid, row // 3, col // 3
+
+    def _render_sprites(self, sids: np.ndarray) -> None:
+        rest, phase_x = np.divmod(sids, 3)
+        rest, phase_y = np.divmod(rest, 3)
+        rest, orient = np.divmod(rest, 40)
+        shape, scale = np.divmod(rest, 6)
+        s = _SUPERSAMPLE
+        offsets = (np.arange(_PATCH * s) + 0.5) / s  # sample points inside the patch, in px
+        # the patch starts at floor(centre - R) = centre - R - frac, with frac = phase / 3
+        dx = offsets[None, :] - _RADIUS - phase_x[:, None] / 3.0
+        dy = offsets[None, :] - _RADIUS - phase_y[:, None] / 3.0
+        angle = 2 * np.pi * orient / 39.0
+        radius = _RADIUS * SCALES[scale]
+        cos = (np.cos(angle) / radius).astype(np.float32)[:, None, None]
+        sin = (np.sin(angle) / radius).astype(np.float32)[:, None, None]
+        x = dx[:, None, :].astype(np.float32)
+        y = -dy[:, :, None].astype(np.float32)  # y up, so positive angles turn anticlockwise
+        u = cos * x + sin * y
+        v = cos * y - sin * x
+        inside = np.empty(u.shape, dtype=bool)
+        for k in np.unique(shape):
+            sel = shape == k
+            inside[sel] = _inside(int(k), u[sel], v[sel])
+        count = inside.reshape(len(sids), _PATCH, s, _PATCH, s).sum(axis=(2, 4))
+        self._sprites[sids] = np.where(2 * count >= s * s, 255, 0).astype(np.uint8)
+        self._rendered[sids] = True
+
+    def binary(self, factors: np.ndarray) -> np.ndarray:
+        """uint8 (n, 64, 64) masks, 0 or 255, for an int (n, 5) factor array."""
+        factors = np.asarray(factors, dtype=np.int64).reshape(-1, 5)
+        sid, row0, col0 = self._sprite_ids(factors)
+        missing = np.unique(sid[~self._rendered[sid]])
+        for start in range(0, len(missing), 256):  # bound the supersampling buffers
+            self._render_sprites(missing[start : start + 256])
+        n = len(factors)
+        out = np.zeros((n, CANVAS, CANVAS), dtype=np.uint8)
+        span = np.arange(_PATCH)
+        rows = (row0[:, None] + span)[:, :, None]
+        cols = (col0[:, None] + span)[:, None, :]
+        out[np.arange(n)[:, None, None], rows, cols] = self._sprites[sid]
+        return out
+
+    def render(self, factors: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        return self.binary(factors)[..., None]
+
+
+def sample_seeds(rng: np.random.Generator | None, n: int) -> np.ndarray:
+    """One seed per sample, drawn as one block so chunked calls match one big call."""
+    return as_generator(rng).integers(0, 2**63 - 1, size=n, dtype=np.int64)
+
+
+class _StochasticDSprites(DSprites):
+    """dSprites with a per-sample nuisance; 64x64x3 images.
+
+    ``observations(idx, rng)`` draws one seed per requested sample from ``rng`` in one call, and
+    each sample's nuisance comes from its own seed: rendering indices in one call or in
+    consecutive chunks with the same generator gives identical images. With ``rng=None`` a fresh
+    ``np.random.default_rng(0)`` is used, so the call is deterministic.
+    """
+
+    stochastic = True
+    observation_shape = (64, 64, 3)
+
+    def render(self, factors: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        masks = self.binary(factors)
+        seeds = sample_seeds(rng, len(masks))
+        out = np.empty((len(masks), CANVAS, CANVAS, 3), dtype=np.uint8)
+        for i, (mask, seed) in enumerate(zip(masks, seeds)):
+            out[i] = self._corrupt(mask > 0, np.random.default_rng(seed))
+        return out
+
+    def _corrupt(self, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+
+class ColorDSprites(_StochasticDSprites):
+    """dSprites with the sprite tinted by an RGB multiplier ~ uniform(0.5, 1) per sample."""
+
+    name = "color_dsprites"
+    source = "procedural (after Locatello et al. 2019)"
+
+    def _corrupt(self, mask, rng):
+        color = np.round(255 * rng.uniform(0.5, 1.0, size=3)).astype(np.uint8)
+        return mask[:, :, None] * color
+
+
+class NoisyDSprites(_StochasticDSprites):
+    """dSprites with a white sprite on uniform(0, 1) RGB noise, ``min(image + noise, 1)``."""
+
+    name = "noisy_dsprites"
+    source = "procedural (after Locatello et al. 2019)"
+
+    def _corrupt(self, mask, rng):
+        noise = rng.integers(0, 256, size=(CANVAS, CANVAS, 3), dtype=np.uint8)
+        noise[mask] = 255
+        return noise
+
+
+def procedural_texture(seed: int = 0, size: tuple[int, int] = (274, 350)) -> np.ndarray:
+    """A colourful swirl texture (float32 (H, W, 3) in [0, 1]) standing in for The Scream."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    field = np.zeros((h, w), dtype=np.float32)
+    for _ in range(12):  # a sum of random plane waves warped by a swirl
+        fy, fx = rng.normal(0, 0.05, size=2)
+        field += np.sin(fx * x + fy * y + rng.uniform(0, 2 * np.pi)).astype(np.float32)
+    cy, cx = h * 0.45, w * 0.55
+    swirl = np.arctan2(y - cy, x - cx) * 2 + np.hypot(y - cy, x - cx) * 0.04
+    phase = field * 0.6 + swirl
+    rgb = np.stack([np.sin(phase + o) for o in (0.0, 2.1, 4.2)], axis=-1)
+    return (0.5 + 0.5 * rgb).astype(np.float32)
+
+
+def load_texture(path) -> np.ndarray:
+    """A texture image file as float32 (274, 350, 3) in [0, 1] (the size disentanglement_lib uses)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB").resize((350, 274))
+            return np.asarray(img, dtype=np.float32) / 255.0
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read texture image {path}: {exc}") from None
+
+
+class ScreamDSprites(_StochasticDSprites):
+    """dSprites on a random 64x64 crop of a texture, sprite pixels inverted.
+
+    As in disentanglement_lib, each crop is averaged with a random uniform(0, 1) colour and
+    the sprite pixels become ``1 - background``. ``texture`` is an image path (the original used
+    Munch's The Scream); by default a procedural swirl texture stands in for it.
+    """
+
+    name = "scream_dsprites"
+    source = "procedural (after Locatello et al. 2019)"
+
+    def __init__(self, texture=None):
+        super().__init__()
+        self.texture = procedural_texture() if texture is None else load_texture(texture)
+
+    def _corrupt(self, mask, rng):
+        h, w, _ = self.texture.shape
+        top = rng.integers(0, h - CANVAS)
+        left = rng.integers(0, w - CANVAS)
+        crop = self.texture[top : top + CANVAS, left : left + CANVAS]
+        background = (crop + rng.uniform(0, 1, size=3)) / 2.0
+        background[mask] = 1.0 - background[mask]
+        return np.round(255 * background).astype(np.uint8)
