@@ -1,0 +1,368 @@
+"""``evaluate`` (a participant's whole evaluation) and ``evaluate_dataset`` (one grading job).
+
+Per dataset: every metric's ``sample`` says which observations it needs (from the seed alone);
+the plan encodes each unique observation once through the sandboxed encoder; every metric's
+``score`` reads its rows from the code table. The scores equal running each metric alone with
+the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import InputError, SubmissionFailure
+from harness.evaluation import diagnostics as diag_mod
+from harness.evaluation.plan import DEFAULT_CHUNK_SIZE, Timing, build_code_table
+from harness.evaluation.results import environment, new_results, to_jsonable, write_results
+
+#: rows used for the report's mutual-information matrix and importance diagram
+_DIAG_ROWS = 10_000
+_IMPORTANCE_ROWS = 5_000
+
+
+# -- metrics: preset + names + params ----------------------------------------------------------
+
+def resolve_metrics(preset: str | None, metrics=None, metric_params: dict | None = None) -> list[tuple]:
+    """``[(MetricSpec, params)]`` to run: the preset's metrics (or ``metrics``, in that order),
+    each with its default params, then the preset's params, then ``metric_params[name]``.
+    """
+    from harness import metrics as metrics_mod
+
+    metric_params = dict(metric_params or {})
+    preset_params: dict = {}
+    if preset is not None:
+        names_in_preset, preset_params = _preset(metrics_mod, preset)
+    if metrics:
+        names = list(dict.fromkeys(metrics))
+    elif preset is not None:
+        names = names_in_preset
+    else:
+        raise InputError("give a preset or at least one metric")
+    unknown = [n for n in metric_params if n not in names]
+    if unknown:
+        raise InputError(f"parameters given for metric(s) not being run: {', '.join(unknown)}")
+    out = []
+    for name in names:
+        try:
+            spec = metrics_mod.get(name)
+        except (KeyError, InputError):
+            raise InputError(f"unknown metric {name!r}; known metrics: {', '.join(metrics_mod.names())}") from None
+        params = dict(getattr(spec, "default_params", {}) or {})
+        params.update(preset_params.get(name, {}))
+        params.update(metric_params.get(name, {}))
+        out.append((spec, params))
+    return out
+
+
+def _preset(metrics_mod, preset: str) -> tuple[list[str], dict]:
+    """(metric names, per-metric params) of a preset, as the metrics package defines it."""
+    try:
+        p = metrics_mod.preset(preset)
+    except (KeyError, InputError):
+        raise InputError(f"unknown preset {preset!r}; known presets: {', '.join(metrics_mod.presets())}") from None
+    if isinstance(p, dict):
+        return list(p), {k: dict(v or {}) for k, v in p.items()}
+    return list(p), {}
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+def _progress_factory(enabled: bool, desc: str, unit: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    def make(total):
+        return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr, leave=False,
+                    dynamic_ncols=True)
+
+    return make
+
+
+def _auto_progress(progress) -> bool:
+    if progress is None:
+        return sys.stderr.isatty()
+    return bool(progress)
+
+
+# -- one dataset --------------------------------------------------------------------------------
+
+def _load_dataset(dataset):
+    from harness import datasets
+
+    if isinstance(dataset, (str, os.PathLike)):
+        return datasets.load(dataset)
+    return dataset
+
+
+def dataset_info(dataset) -> dict:
+    return {"name": dataset.name, "factor_names": list(dataset.factor_names),
+            "factor_sizes": [int(s) for s in dataset.factor_sizes],
+            "observation_shape": [int(s) for s in dataset.observation_shape],
+            "stochastic": bool(getattr(dataset, "stochastic", False))}
+
+
+def run_dataset(dataset, specs: list[tuple], encode, *, seed: int = 0, preset: str | None = None,
+                cache=None, progress: bool = False, notes=(), with_diagnostics: bool = True,
+                chunk_size: int = DEFAULT_CHUNK_SIZE, batch_size: int = 2048) -> tuple[dict, dict | None]:
+    """Plan, encode once with ``encode`` (any uint8 NHWC -> (N, D) callable), score.
+
+    Returns the ``evaluations`` entry and the report's arrays (None without diagnostics).
+    """
+    t_start = time.perf_counter()
+    metric_s: dict[str, float] = {}
+    requests = {}
+    for spec, params in specs:
+        t0 = time.perf_counter()
+        requests[spec.name] = spec.sample(dataset, seed=seed, **params)
+        metric_s[spec.name] = time.perf_counter() - t0
+
+    timing = Timing()
+    table, timing = build_code_table(
+        dataset, requests, encode, cache=cache, chunk_size=chunk_size, batch_size=batch_size, timing=timing,
+        progress_factory=_progress_factory(progress, f"encoding {dataset.name}", "img"))
+
+    values = {}
+    bar = _progress_factory(progress, "scoring", "metric")
+    bar = bar(len(specs)) if bar else None
+    try:
+        for spec, params in specs:
+            if bar is not None:
+                bar.set_postfix_str(spec.name)
+            t0 = time.perf_counter()
+            codes = table.lookup(spec.name, requests[spec.name])
+            values[spec.name] = spec.score(requests[spec.name], codes, seed=seed, **params)
+            metric_s[spec.name] += time.perf_counter() - t0
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    report_arrays = None
+    t_diag = time.perf_counter()
+    if with_diagnostics:
+        report_arrays = _diagnostics(dataset, table, requests, encode, seed)
+    entry = {
+        "dataset": dataset_info(dataset),
+        "preset": preset,
+        "seed": int(seed),
+        "metrics": to_jsonable(values),
+        "params": to_jsonable({spec.name: params for spec, params in specs}),
+        "notes": [str(n) for n in notes],
+        "timing": {
+            "encode_s": round(timing.encode_s, 4),
+            "metrics_s": {k: round(v, 4) for k, v in metric_s.items()},
+            "total_s": round(time.perf_counter() - t_start, 4),
+            "images_encoded": int(timing.images_encoded),
+            "render_s": round(timing.render_s, 4),
+            "report_s": round(time.perf_counter() - t_diag, 4),
+            "images_requested": int(timing.images_requested),
+            "images_from_cache": int(timing.images_from_cache),
+        },
+    }
+    return entry, report_arrays
+
+
+def _diagnostics(dataset, table, requests: dict, encode, seed: int) -> dict:
+    """Arrays for the report, from codes already encoded (plus a small traversal montage)."""
+    rng = np.random.default_rng([seed, 0x5E907])  # its own stream: never disturbs a metric's draws
+    if table.stochastic:
+        codes = np.concatenate([table.per_request[name] for name in requests])
+        factors = dataset.index_to_factors(np.concatenate(
+            [np.asarray(requests[name].indices, dtype=np.int64).ravel() for name in requests]))
+    else:
+        codes, indices = table.codes, table.indices
+        factors = dataset.index_to_factors(indices)
+    out: dict = {"curve_samples": len(codes)}
+    if not len(codes):
+        return out
+    out["curves"] = diag_mod.response_curves(codes, factors, dataset.factor_sizes)
+    rows = rng.choice(len(codes), size=min(_DIAG_ROWS, len(codes)), replace=False)
+    out["mi"] = diag_mod.mutual_info_matrix(codes[rows], factors[rows])
+    out["entropies"] = diag_mod.factor_entropies(factors[rows])
+    imp_rows = rows[:_IMPORTANCE_ROWS]
+    out["importance"] = diag_mod.importance_matrix(codes[imp_rows], factors[imp_rows], seed=seed)
+    idx, values = diag_mod.traversal_indices(dataset, seed=seed)
+    images = dataset.observations(idx.ravel(), rng=np.random.default_rng(seed))
+    out["montage"] = (images.reshape(idx.shape + images.shape[1:]), values)
+    return out
+
+
+# -- sandboxed sessions -------------------------------------------------------------------------
+
+def _load_submission(submission):
+    from harness import submission as submission_mod
+
+    if isinstance(submission, (str, os.PathLike)):
+        path = Path(submission)
+        if not path.exists():
+            raise InputError(f"submission not found: {str(path)!r}")
+        return submission_mod.load(path)
+    return submission
+
+
+def _limits(limits):
+    if limits is None or not isinstance(limits, dict):
+        return limits
+    from harness.sandbox import Limits
+
+    return Limits(**limits)
+
+
+@contextmanager
+def open_session(submission, *, sandbox: str = "process", device: str = "auto", limits=None):
+    """The sandboxed encoder for ``submission`` (``sandbox='none'`` runs it in-process, trusted)."""
+    from harness import sandbox as sandbox_mod
+
+    kwargs = {"backend": sandbox, "device": device}
+    limits = _limits(limits)
+    if limits is not None:
+        kwargs["limits"] = limits
+    with sandbox_mod.open_encoder(submission, **kwargs) as session:
+        yield session
+
+
+def evaluate_dataset(submission, dataset, *, preset: str | None = "challenge", metrics=None, metric_params=None,
+                     seed: int = 0, sandbox: str = "process", device: str = "auto", limits=None,
+                     cache=None, progress=None) -> dict:
+    """Score one submission on one dataset: the ``evaluations`` entry of results.json (DESIGN 3.5).
+
+    Parameters
+    ----------
+    submission : path or :class:`harness.submission.Submission`
+    dataset : registered name, file path, or a GroundTruthDataset
+    preset, metrics, metric_params, seed : as :func:`evaluate`
+    sandbox, device, limits : passed to :func:`harness.sandbox.open_encoder`
+    cache : directory for codes kept by (submission hash, dataset, index), or None
+
+    Raises
+    ------
+    harness.errors.SubmissionFailure
+        The submission failed (its kind says how); nothing is scored.
+    harness.errors.InputError
+        Unknown dataset/metric/preset, bad parameters.
+    """
+    entry, _ = _evaluate_dataset(submission, dataset, preset=preset, metrics=metrics, metric_params=metric_params,
+                                 seed=seed, sandbox=sandbox, device=device, limits=limits, cache=cache,
+                                 progress=progress, with_diagnostics=False)
+    return entry
+
+
+def _evaluate_dataset(submission, dataset, *, preset, metrics, metric_params, seed, sandbox, device, limits,
+                      cache, progress, with_diagnostics):
+    from harness.evaluation.cache import DatasetCache
+
+    specs = resolve_metrics(preset, metrics, metric_params)
+    ds = _load_dataset(dataset)
+    with ExitStack() as stack:
+        sub = _load_submission(submission)
+        session = stack.enter_context(open_session(sub, sandbox=sandbox, device=device, limits=limits))
+        dcache = DatasetCache(cache, sub.sha256, ds) if cache else None
+        return run_dataset(ds, specs, session.encode, seed=seed, preset=preset, cache=dcache,
+                           progress=_auto_progress(progress), notes=getattr(session, "notes", []),
+                           with_diagnostics=with_diagnostics)
+
+
+# -- the whole evaluation -----------------------------------------------------------------------
+
+def _submission_info(sub) -> dict:
+    return {"name": sub.name, "format": sub.format, "sha256": sub.sha256}
+
+
+def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "challenge", metrics=None,
+             metric_params: dict | None = None, seed: int = 0, out=None, sandbox: str = "process",
+             device: str = "auto", limits=None, cache=None, progress=None) -> dict:
+    """Evaluate a submission on each dataset; return the results dict (DESIGN 3.5).
+
+    Parameters
+    ----------
+    submission_path : directory, .zip or .tar.gz holding ``submission.json`` and the model.
+    datasets : registered names or dataset files, default ``("dsprites",)`` (procedural).
+    preset : ``"challenge"`` (the 2019 leaderboard's five metrics), ``"dlib"`` or ``"full"``.
+    metrics : metric names to run instead of the whole preset (the preset's params still apply).
+    metric_params : ``{metric: {param: value}}`` overrides, e.g. smaller sample sizes.
+    seed : every metric's seed (2019 used 0); recorded in the results.
+    out : directory to write ``results.json`` and ``report.html`` to (created); None writes nothing.
+    sandbox : ``"process"`` (default), ``"bwrap"``, ``"docker"`` or ``"none"`` (in-process, trusted).
+    device : ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    limits : :class:`harness.sandbox.Limits` (or a dict of its fields), or None for the defaults.
+    cache : directory for codes kept by (submission hash, dataset, index); a rerun encodes only
+        what it has not seen.
+    progress : progress bars on stderr; None shows them when stderr is a terminal.
+
+    A failing submission does not raise: the results say ``"status": "failed"`` with the failure's
+    kind and message (and keep evaluations finished before it). Bad input raises InputError.
+    """
+    specs = resolve_metrics(preset, metrics, metric_params)  # bad names fail before any work
+    loaded = [_load_dataset(d) for d in (datasets or ())]
+    if not loaded:
+        raise InputError("give at least one dataset")
+    out_dir = _prepare_out(out)
+    progress = _auto_progress(progress)
+
+    results = new_results()
+    report_arrays: list = []
+    headline = {spec.name: list(getattr(spec, "headline", []) or []) for spec, _ in specs}
+    layers, used_device = [], None
+    try:
+        with ExitStack() as stack:
+            sub = _load_submission(submission_path)
+            if hasattr(sub, "close"):
+                stack.callback(sub.close)
+            results["submission"] = _submission_info(sub)
+            session = stack.enter_context(open_session(sub, sandbox=sandbox, device=device, limits=limits))
+            layers = list(getattr(session, "layers", []) or [])
+            used_device = getattr(session, "device", None) or device
+            from harness.evaluation.cache import DatasetCache
+
+            for ds in loaded:
+                dcache = DatasetCache(cache, sub.sha256, ds) if cache else None
+                entry, arrays = run_dataset(ds, specs, session.encode, seed=seed, preset=preset, cache=dcache,
+                                            progress=progress, notes=getattr(session, "notes", []))
+                results["evaluations"].append(entry)
+                report_arrays.append(arrays)
+    except SubmissionFailure as failure:
+        results["status"] = "failed"
+        results["failure"] = failure.to_dict()
+    results["environment"] = environment(device=used_device, sandbox_layers=layers)
+    results = to_jsonable(results)
+    if out_dir is not None:
+        from harness.evaluation.report import write_report
+
+        write_results(results, out_dir / "results.json")
+        write_report(results, out_dir / "report.html", report_arrays, headline=headline)
+    return results
+
+
+def _prepare_out(out) -> Path | None:
+    if out is None:
+        return None
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output directory {str(out)!r}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK):
+        raise InputError(f"output directory {str(out)!r} is not writable")
+    return out
+
+
+def default_out_dir(submission_path, *, parent=".") -> Path:
+    """A new folder named after the submission: ``<name>-results``, then ``-2``, ``-3``, ..."""
+    stem = Path(str(submission_path).rstrip("/\\")).name or "submission"
+    for suffix in (".tar.gz", ".tgz", ".zip"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    base = Path(parent) / f"{stem}-results"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate

@@ -1,0 +1,316 @@
+"""report.html: one self-contained page (figures embedded as base64 PNG) a participant can read.
+
+Per dataset: the headline table with 95% intervals, every value, the mutual-information matrix
+(codes x factors) as a heatmap, the DCI importance matrix as a Hinton diagram, latent response
+curves (mean of each code dimension against each factor's values), a factor-traversal montage
+and the timing; then the environment. Figures use matplotlib's object API (no pyplot), so the
+caller's backend is never touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+from harness.evaluation.results import to_jsonable
+
+# Colour-blind-safe categorical palette (Okabe & Ito), extended with greys for > 8 code dims.
+_PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
+            "#7f7f7f", "#b8860b", "#8c564b", "#17becf"]
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def mi_heatmap(mi: np.ndarray, factor_names, entropies=None) -> str:
+    """Heatmap of MI[code, factor], normalized by factor entropy when given (MIG's scale)."""
+    values = np.asarray(mi, dtype=float)
+    label = "mutual information (nats)"
+    if entropies is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.where(np.asarray(entropies) > 0, values / np.asarray(entropies)[None, :], 0.0)
+        label = "MI / H(factor)"
+    d, k = values.shape
+    fig = _figure(1.6 + 0.9 * k, 0.9 + 0.34 * d)
+    ax = fig.add_subplot()
+    vmax = max(float(np.nanmax(values)) if values.size else 1.0, 1e-9)
+    im = ax.imshow(values, cmap="viridis", vmin=0, vmax=vmax, aspect="auto")
+    for i in range(d):
+        for j in range(k):
+            v = values[i, j]
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if v < 0.6 * vmax else "black")
+    ax.set_xticks(range(k), factor_names, rotation=30, ha="right")
+    ax.set_yticks(range(d), [f"z{i}" for i in range(d)])
+    ax.set_xlabel("factor")
+    ax.set_ylabel("code dimension")
+    fig.colorbar(im, ax=ax, label=label, shrink=0.9)
+    return _png(fig)
+
+
+def hinton(matrix: np.ndarray, factor_names) -> str:
+    """Hinton diagram of the importance matrix: square area proportional to importance."""
+    from matplotlib.patches import Rectangle
+
+    R = np.nan_to_num(np.asarray(matrix, dtype=float))
+    d, k = R.shape
+    fig = _figure(1.4 + 0.75 * k, 0.9 + 0.34 * d)
+    ax = fig.add_subplot()
+    ax.set_facecolor("#f2f2f2")
+    top = R.max() if R.size and R.max() > 0 else 1.0
+    for i in range(d):
+        for j in range(k):
+            side = 0.92 * np.sqrt(R[i, j] / top)
+            if side > 0:
+                ax.add_patch(Rectangle((j - side / 2, i - side / 2), side, side, color="#0072B2"))
+    ax.set_xlim(-0.5, k - 0.5)
+    ax.set_ylim(d - 0.5, -0.5)
+    ax.set_aspect("equal")
+    ax.set_xticks(range(k), factor_names, rotation=30, ha="right")
+    ax.set_yticks(range(d), [f"z{i}" for i in range(d)])
+    ax.set_xlabel("factor")
+    ax.set_ylabel("code dimension")
+    return _png(fig)
+
+
+def response_plot(curves, factor_names, factor_sizes) -> str:
+    """One panel per factor: each code dimension's mean (z-scored over the table) vs the factor's value."""
+    k = len(curves)
+    d = curves[0].shape[1] if k else 0
+    cols = min(k, 3)
+    rows = int(np.ceil(k / cols)) if k else 1
+    fig = _figure(3.4 * cols + 1.3, 2.5 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    # z-score each dimension with the spread of its curve means so small and large codes share an axis
+    stacked = np.concatenate(curves) if k else np.zeros((0, d))
+    mu = np.nanmean(stacked, axis=0) if len(stacked) else np.zeros(d)
+    sd = np.nanstd(stacked, axis=0) if len(stacked) else np.ones(d)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    lines = []
+    for idx in range(rows * cols):
+        ax = axes[idx // cols][idx % cols]
+        if idx >= k:
+            ax.set_visible(False)
+            continue
+        curve = (curves[idx] - mu) / sd
+        x = np.arange(factor_sizes[idx])
+        for j in range(d):
+            (line,) = ax.plot(x, curve[:, j], color=_PALETTE[j % len(_PALETTE)], lw=1.4,
+                              marker="o" if factor_sizes[idx] <= 8 else None, ms=3)
+            if idx == 0:
+                lines.append(line)
+        ax.set_title(factor_names[idx], fontsize=10)
+        ax.set_xlabel("factor value (index)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean code (z-scored)", fontsize=8)
+    if lines:
+        fig.legend(lines, [f"z{j}" for j in range(d)], loc="outside right center", fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def montage(images: np.ndarray, factor_names, values) -> str:
+    """Rows of a factor traversal: row k sweeps factor k, the other factors fixed."""
+    images = np.asarray(images)
+    k, steps = images.shape[:2]
+    fig = _figure(1.6 + 0.8 * steps, 0.25 + 0.8 * k)
+    axes = fig.subplots(k, steps, squeeze=False)
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)
+    for r in range(k):
+        for c in range(steps):
+            ax = axes[r][c]
+            img = images[r, c]
+            if img.shape[-1] == 1:
+                ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            else:
+                ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(factor_names[r], rotation=0, ha="right", va="center", fontsize=8)
+            ax.set_title(str(int(values[r][c])), fontsize=6, pad=1)
+    return _png(fig)
+
+
+_CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;margin:0;background:#fafafa}
+main{max-width:1080px;margin:0 auto;padding:24px 32px 48px;background:#fff}
+h1{font-size:26px;margin:0 0 4px} h2{font-size:20px;margin:36px 0 8px;padding-top:12px;border-top:2px solid #e5e5e5}
+h3{font-size:16px;margin:22px 0 6px} .sub{color:#666;margin:0 0 16px}
+table{border-collapse:collapse;margin:8px 0 12px;font-variant-numeric:tabular-nums}
+th,td{padding:4px 14px 4px 0;text-align:left;border-bottom:1px solid #eee;vertical-align:top} th{color:#555;font-weight:600}
+td.num{text-align:right;font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
+.headline td.num:first-of-type{font-weight:700}
+.status-ok{color:#0a7d32;font-weight:700} .status-failed{color:#b00020;font-weight:700}
+.failure{background:#fff1f1;border-left:4px solid #b00020;padding:10px 14px;margin:12px 0}
+.note{background:#f4f8ff;border-left:4px solid #0072B2;padding:6px 12px;margin:8px 0;font-size:14px}
+.fig{margin:6px 0 4px} .fig img{max-width:100%;height:auto} .cap{color:#555;font-size:13px;margin:2px 0 14px;max-width:80ch}
+.grid2{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start} .grid2>div{flex:1 1 420px}
+details{margin:6px 0} summary{cursor:pointer;color:#0072B2}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px}
+"""
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return html.escape(str(value))
+    return "n/a" if not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _interval(ci) -> str:
+    if not ci or len(ci) != 2 or ci[0] is None or ci[1] is None:
+        return ""
+    return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
+def _headline_rows(evaluation: dict, headline: dict) -> list[str]:
+    rows = []
+    for name, values in evaluation["metrics"].items():
+        keys = headline.get(name) or [k for k in values if not k.endswith("_ci95")][:1]
+        for key in keys:
+            if key not in values:
+                continue
+            rows.append(f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(key)}</code></td>"
+                        f"<td class=num>{_fmt(values[key])}</td>"
+                        f"<td class=num>{_interval(values.get(key + '_ci95'))}</td></tr>")
+    return rows
+
+
+def _all_rows(evaluation: dict) -> list[str]:
+    rows = []
+    for name, values in evaluation["metrics"].items():
+        for key, value in values.items():
+            if key.endswith("_ci95"):
+                continue
+            rows.append(f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(key)}</code></td>"
+                        f"<td class=num>{_fmt(value)}</td><td class=num>{_interval(values.get(key + '_ci95'))}</td></tr>")
+    return rows
+
+
+def _table(head: list[str], rows: list[str], cls: str = "") -> str:
+    ths = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    return f'<table class="{cls}"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _figure_block(b64: str, alt: str, caption: str) -> str:
+    return f'<div class="fig">{_img(b64, alt)}</div><p class="cap">{caption}</p>'
+
+
+def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> str:
+    ds = evaluation["dataset"]
+    names, sizes = ds["factor_names"], ds["factor_sizes"]
+    parts = [f"<h2>Dataset <code>{html.escape(ds['name'])}</code></h2>",
+             f'<p class="sub">factors: {", ".join(f"{html.escape(n)} ({s})" for n, s in zip(names, sizes))}'
+             f" &middot; preset <code>{html.escape(str(evaluation.get('preset')))}</code>"
+             f" &middot; seed {evaluation['seed']}</p>"]
+    for note in evaluation.get("notes", []):
+        parts.append(f'<div class="note">{html.escape(note)}</div>')
+    parts.append("<h3>Scores</h3>")
+    parts.append(_table(["metric", "value", "score", "95% interval"], _headline_rows(evaluation, headline), "headline"))
+    parts.append('<p class="cap">Intervals are the metric\'s own bootstrap 95% intervals over its samples '
+                 "(a seed-to-seed spread, not a model-to-model one).</p>")
+    parts.append("<details><summary>every value</summary>"
+                 + _table(["metric", "value", "score", "95% interval"], _all_rows(evaluation)) + "</details>")
+    diag = diag or {}
+    if diag.get("mi") is not None or diag.get("importance") is not None:
+        parts.append('<div class="grid2">')
+        if diag.get("mi") is not None:
+            parts.append("<div><h3>Mutual information, codes &times; factors</h3>"
+                         + _figure_block(mi_heatmap(diag["mi"], names, diag.get("entropies")), "mutual information heatmap",
+                                         "Discretized MI between each code dimension and each factor, divided by the "
+                                         "factor's entropy (the quantity MIG compares). A disentangled code has one "
+                                         "bright cell per column, each in a different row.")
+                         + "</div>")
+        if diag.get("importance") is not None:
+            parts.append("<div><h3>DCI importance (Hinton diagram)</h3>"
+                         + _figure_block(hinton(diag["importance"], names), "importance Hinton diagram",
+                                         "Square area = how much a classifier predicting the factor relies on the code "
+                                         "dimension (per factor, normalized). Disentanglement wants one factor per row, "
+                                         "completeness one row per factor. Drawn with a small LightGBM fit on the DCI "
+                                         "training codes; the scores above come from the metric itself.")
+                         + "</div>")
+        parts.append("</div>")
+    if diag.get("curves") is not None:
+        parts.append("<h3>Latent response curves</h3>"
+                     + _figure_block(response_plot(diag["curves"], names, sizes), "latent response curves",
+                                     f"Mean of each code dimension at each value of a factor, over "
+                                     f"{diag.get('curve_samples', 0):,} encoded observations, z-scored per dimension. "
+                                     "A dimension that tracks one factor rises or falls in that panel and stays flat in "
+                                     "the others; what your encoder learned, without a decoder."))
+    if diag.get("montage") is not None:
+        images, values = diag["montage"]
+        parts.append("<h3>Dataset montage</h3>"
+                     + _figure_block(montage(images, names, values), "dataset montage",
+                                     "Each row sweeps one factor (values above each image) with the others fixed at a "
+                                     "random point of the grid: what the encoder was shown."))
+    t = evaluation["timing"]
+    rows = [f"<tr><td>rendering</td><td class=num>{_fmt(t.get('render_s', 0), 1)} s</td></tr>",
+            f"<tr><td>encoding ({t['images_encoded']:,} images)</td><td class=num>{_fmt(t['encode_s'], 1)} s</td></tr>"]
+    rows += [f"<tr><td>metric <code>{html.escape(m)}</code></td><td class=num>{_fmt(s, 1)} s</td></tr>"
+             for m, s in t["metrics_s"].items()]
+    rows.append(f"<tr><th>total</th><th class=num>{_fmt(t['total_s'], 1)} s</th></tr>")
+    parts.append("<h3>Timing</h3>" + _table(["stage", "wall time"], rows))
+    if "images_requested" in t:
+        parts.append(f'<p class="cap">The metrics asked for {t["images_requested"]:,} observations; '
+                     f'{t["images_encoded"]:,} were encoded and {t.get("images_from_cache", 0):,} came from the cache '
+                     "(on a deterministic dataset each grid point is encoded once).</p>")
+    return "".join(parts)
+
+
+def render_report(results: dict, diagnostics: list | None = None, *, headline: dict | None = None) -> str:
+    """The report as an HTML string. ``diagnostics[i]`` holds the arrays for ``results['evaluations'][i]``."""
+    results = to_jsonable(results)
+    headline = headline or {}
+    sub = results["submission"]
+    title = f"harness evaluation: {sub.get('name') or 'submission'}"
+    status = results["status"]
+    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{_CSS}</style></head><body><main>",
+             f"<h1>{html.escape(title)}</h1>",
+             f'<p class="sub">status <span class="status-{status}">{status}</span> &middot; format '
+             f"<code>{html.escape(str(sub.get('format')))}</code> &middot; sha256 "
+             f"<code>{html.escape((sub.get('sha256') or 'n/a')[:16])}</code> &middot; generated "
+             f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p>"]
+    if results.get("failure"):
+        f = results["failure"]
+        detail = f"<pre>{html.escape(f['detail'])}</pre>" if f.get("detail") else ""
+        parts.append(f'<div class="failure"><b>{html.escape(f["kind"])}</b>: {html.escape(f["message"])}{detail}</div>')
+    diagnostics = diagnostics or []
+    for i, evaluation in enumerate(results["evaluations"]):
+        parts.append(_evaluation_section(evaluation, diagnostics[i] if i < len(diagnostics) else None, headline))
+    env = results["environment"]
+    rows = [f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(', '.join(v) if isinstance(v, list) else str(v))}</code></td></tr>"
+            for k, v in env.items()]
+    parts.append("<h2>Environment</h2>" + _table(["", ""], rows))
+    parts.append("</main></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(results: dict, path, diagnostics: list | None = None, *, headline: dict | None = None) -> Path:
+    path = Path(path)
+    path.write_text(render_report(results, diagnostics, headline=headline), encoding="utf-8")
+    return path
