@@ -77,6 +77,7 @@ class DSprites(GridDataset):
     factor_sizes = [3, 6, 40, 32, 32]
     observation_shape = (64, 64, 1)
     source = "procedural (after Matthey et al. 2017)"
+    montage_base = (2, 5, 0, 16, 16)  # a large upright heart in the middle
 
     def __init__(self):
         n_sprites = 3 * 6 * 40 * 3 * 3
