@@ -7,7 +7,7 @@ from harness import datasets
 from harness.datasets import ANY, GroundTruthDataset
 from harness.errors import InputError
 
-PROCEDURAL = ["dummy", "dsprites", "color_dsprites", "noisy_dsprites", "scream_dsprites"]
+PROCEDURAL = ["dummy", "dsprites", "color_dsprites", "noisy_dsprites", "scream_dsprites", "shapes3d"]
 
 
 @pytest.fixture(scope="module", params=PROCEDURAL)

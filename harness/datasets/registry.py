@@ -53,6 +53,7 @@ def _ensure_builtins() -> None:
     if _REGISTRY:
         return
     from harness.datasets import dsprites
+    from harness.datasets.shapes3d import Shapes3D
     from harness.datasets.dummy import Dummy
 
     register("dummy", Dummy)
@@ -60,3 +61,4 @@ def _ensure_builtins() -> None:
     register("color_dsprites", dsprites.ColorDSprites)
     register("noisy_dsprites", dsprites.NoisyDSprites)
     register("scream_dsprites", dsprites.ScreamDSprites)
+    register("shapes3d", Shapes3D)
