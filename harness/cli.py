@@ -100,6 +100,58 @@ def datasets_check(path):
 
 # --- evaluate command (issue 5) ---
 
+@cli.command("evaluate")
+@click.argument("submission", type=click.Path())
+@click.option("--dataset", "datasets", multiple=True, metavar="NAME|FILE",
+              help="Dataset name or file; repeat for several. Default: dsprites (procedural).")
+@click.option("--preset", type=click.Choice(["challenge", "dlib", "full"]), default="challenge", show_default=True,
+              help="Metric suite: challenge = the 2019 leaderboard's five.")
+@click.option("--metric", "metrics", multiple=True, metavar="NAME", help="Run only these metrics (repeat).")
+@click.option("--param", "params", multiple=True, metavar="METRIC.NAME=VALUE",
+              help="Override a metric parameter, e.g. factor_vae.num_train=2000 (repeat).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every metric (2019 used 0).")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder. Default: a new <submission>-results.")
+@click.option("--sandbox", type=click.Choice(["process", "bwrap", "docker", "none"]), default="process",
+              show_default=True, help="Isolation backend; none runs the model in-process (trusted models only).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="Wall seconds the model may take to load and for each encode call.")
+@click.option("--memory-limit", type=click.IntRange(min=1), metavar="MB", help="Memory limit of the model process.")
+@click.option("--cache", type=click.Path(file_okay=False), metavar="DIR",
+              help="Keep codes by (submission, dataset, index): a rerun encodes only what is new.")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout; no table, no progress bars.")
+def evaluate_command(submission, datasets, preset, metrics, params, seed, out, sandbox, device, time_limit,
+                     memory_limit, cache, as_json):
+    """Score SUBMISSION (folder, .zip or .tar.gz) and write results.json and report.html.
+
+    Exit status: 0 scored, 1 the submission failed (kind and message on stderr), 2 bad input,
+    3 an infrastructure failure on our side.
+    """
+    import json
+
+    from harness.evaluation import evaluate, resolve_metrics
+    from harness.evaluation.evaluate import default_out_dir, limits_from, parse_params
+    from harness.evaluation.report import text_table
+
+    metric_params = parse_params(params)
+    specs = resolve_metrics(preset, list(metrics) or None, metric_params)
+    out_dir = out or default_out_dir(submission)
+    results = evaluate(submission, datasets=list(datasets) or ["dsprites"], preset=preset,
+                       metrics=list(metrics) or None, metric_params=metric_params, seed=seed, out=out_dir,
+                       sandbox=sandbox, device=device, limits=limits_from(time_limit, memory_limit), cache=cache,
+                       progress=False if as_json else None)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        headline = {spec.name: list(getattr(spec, "headline", []) or []) for spec, _ in specs}
+        if results["evaluations"]:
+            click.echo(text_table(results, headline))
+        click.echo(f"results: {out_dir}/results.json\nreport:  {out_dir}/report.html")
+    failure = results["failure"]
+    if failure:
+        click.echo(f"failed: {failure['kind']}: {failure['message']}", err=True)
+        sys.exit(3 if failure["kind"] == "infra_error" else 1)
+
 # --- train / export commands (issue 6) ---
 
 # --- grade / status / leaderboard commands (issue 7) ---

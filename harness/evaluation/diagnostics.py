@@ -20,31 +20,49 @@ def discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
     return out
 
 
-def mutual_info_matrix(codes: np.ndarray, factors: np.ndarray, *, num_bins: int = 20) -> np.ndarray:
-    """``MI[code, factor]`` in nats, codes discretized as MIG does (Chen et al. 2018)."""
-    from sklearn.metrics import mutual_info_score
+def _entropy(counts: np.ndarray, axis=-1) -> np.ndarray:
+    total = counts.sum(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(counts > 0, counts / total, 1.0)
+    return -(np.where(counts > 0, p * np.log(p), 0.0)).sum(axis=axis)
 
+
+def mutual_info_matrix(codes: np.ndarray, factors: np.ndarray, *, num_bins: int = 20) -> np.ndarray:
+    """``MI[code, factor]`` in nats, codes discretized as MIG does (Chen et al. 2018).
+
+    Plug-in estimate from joint counts: MI = H(code) + H(factor) - H(code, factor).
+    """
     discrete = discretize(codes, num_bins)
-    factors = np.asarray(factors)
-    return np.array([[mutual_info_score(factors[:, k], discrete[:, j]) for k in range(factors.shape[1])]
-                     for j in range(discrete.shape[1])])
+    factors = np.asarray(factors, dtype=np.int64)
+    factors = factors - factors.min(axis=0, keepdims=True)
+    d, k = discrete.shape[1], factors.shape[1]
+    mi = np.zeros((d, k))
+    for j in range(d):
+        cj = discrete[:, j] - discrete[:, j].min()
+        h_code = _entropy(np.bincount(cj))
+        for f in range(k):
+            size = int(factors[:, f].max()) + 1
+            joint = np.bincount(cj * size + factors[:, f])
+            h_factor = _entropy(np.bincount(factors[:, f]))
+            mi[j, f] = h_code + h_factor - _entropy(joint)
+    return np.maximum(mi, 0.0)
 
 
 def factor_entropies(factors: np.ndarray) -> np.ndarray:
     """Entropy (nats) of each factor column, the normalizer MIG divides by."""
-    from sklearn.metrics import mutual_info_score
-
-    factors = np.asarray(factors)
-    return np.array([mutual_info_score(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])
+    factors = np.asarray(factors, dtype=np.int64)
+    factors = factors - factors.min(axis=0, keepdims=True)
+    return np.array([_entropy(np.bincount(factors[:, k])) for k in range(factors.shape[1])])
 
 
 def importance_matrix(codes_train: np.ndarray, factors_train: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """``R[code, factor]``: per factor, the normalized split-gain importances of a boosted classifier.
+    """``R[code, factor]``: per factor, the normalized impurity importances of a random forest.
 
-    A display approximation of DCI's matrix (Eastwood & Williams 2018), with LightGBM instead of
-    the metric's own estimator so the report stays cheap; the DCI *scores* come from the metric.
+    A display approximation of DCI's matrix (Eastwood & Williams 2018) with a small forest
+    (one multi-class model per factor, unlike per-class boosting) so the report stays cheap; the
+    DCI *scores* come from the metric's own estimator.
     """
-    import lightgbm
+    from sklearn.ensemble import RandomForestClassifier
 
     codes_train = np.asarray(codes_train, dtype=np.float64)
     factors_train = np.asarray(factors_train)
@@ -54,8 +72,7 @@ def importance_matrix(codes_train: np.ndarray, factors_train: np.ndarray, *, see
         y = factors_train[:, k]
         if len(np.unique(y)) < 2:
             continue
-        model = lightgbm.LGBMClassifier(n_estimators=30, num_leaves=15, learning_rate=0.2,
-                                        importance_type="gain", random_state=seed, n_jobs=1, verbose=-1)
+        model = RandomForestClassifier(n_estimators=10, max_depth=8, random_state=seed, n_jobs=1)
         model.fit(codes_train, y)
         imp = np.abs(model.feature_importances_)
         R[:, k] = imp / imp.sum() if imp.sum() > 0 else 0.0
@@ -80,18 +97,18 @@ def response_curves(codes: np.ndarray, factors: np.ndarray, factor_sizes) -> lis
 
 
 def traversal_indices(dataset, *, seed: int, steps: int = 8) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Grid indices for a montage: row k sweeps factor k over ``steps`` values, the rest fixed.
+    """Grid indices for a montage: row k sweeps factor k over up to ``steps`` values, the rest fixed.
 
-    Returns the indices (K, steps) and, per row, the factor values shown.
+    Returns the indices (K, steps) and, per row, the factor values shown; a factor with fewer
+    than ``steps`` values repeats its last one, and its value list is shorter (blank cells).
     """
     rng = np.random.default_rng(seed)
     base = dataset.sample_factors(1, rng)[0]
     rows, values = [], []
     for k, size in enumerate(dataset.factor_sizes):
         vals = np.unique(np.linspace(0, size - 1, num=min(steps, size)).round().astype(np.int64))
-        vals = np.pad(vals, (0, steps - len(vals)), mode="edge")
         f = np.repeat(base[None, :], steps, axis=0)
-        f[:, k] = vals
+        f[:, k] = np.pad(vals, (0, steps - len(vals)), mode="edge")
         rows.append(dataset.factors_to_index(f))
         values.append(vals)
     return np.stack(rows), values

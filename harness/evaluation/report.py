@@ -93,6 +93,8 @@ def hinton(matrix: np.ndarray, factor_names) -> str:
 
 def response_plot(curves, factor_names, factor_sizes) -> str:
     """One panel per factor: each code dimension's mean (z-scored over the table) vs the factor's value."""
+    from matplotlib.ticker import MaxNLocator
+
     k = len(curves)
     d = curves[0].shape[1] if k else 0
     cols = min(k, 3)
@@ -118,6 +120,7 @@ def response_plot(curves, factor_names, factor_sizes) -> str:
             if idx == 0:
                 lines.append(line)
         ax.set_title(factor_names[idx], fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
         ax.set_xlabel("factor value (index)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
@@ -137,15 +140,18 @@ def montage(images: np.ndarray, factor_names, values) -> str:
     for r in range(k):
         for c in range(steps):
             ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(factor_names[r], rotation=0, ha="right", va="center", fontsize=8)
+            if c >= len(values[r]):  # factor has fewer values than columns
+                ax.set_frame_on(False)
+                continue
             img = images[r, c]
             if img.shape[-1] == 1:
                 ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             else:
                 ax.imshow(img, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(factor_names[r], rotation=0, ha="right", va="center", fontsize=8)
             ax.set_title(str(int(values[r][c])), fontsize=6, pad=1)
     return _png(fig)
 
@@ -230,11 +236,11 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
     for note in evaluation.get("notes", []):
         parts.append(f'<div class="note">{html.escape(note)}</div>')
     parts.append("<h3>Scores</h3>")
-    parts.append(_table(["metric", "value", "score", "95% interval"], _headline_rows(evaluation, headline), "headline"))
+    parts.append(_table(["metric", "key", "score", "95% interval"], _headline_rows(evaluation, headline), "headline"))
     parts.append('<p class="cap">Intervals are the metric\'s own bootstrap 95% intervals over its samples '
                  "(a seed-to-seed spread, not a model-to-model one).</p>")
     parts.append("<details><summary>every value</summary>"
-                 + _table(["metric", "value", "score", "95% interval"], _all_rows(evaluation)) + "</details>")
+                 + _table(["metric", "key", "score", "95% interval"], _all_rows(evaluation)) + "</details>")
     diag = diag or {}
     if diag.get("mi") is not None or diag.get("importance") is not None:
         parts.append('<div class="grid2">')
@@ -272,6 +278,8 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
             f"<tr><td>encoding ({t['images_encoded']:,} images)</td><td class=num>{_fmt(t['encode_s'], 1)} s</td></tr>"]
     rows += [f"<tr><td>metric <code>{html.escape(m)}</code></td><td class=num>{_fmt(s, 1)} s</td></tr>"
              for m, s in t["metrics_s"].items()]
+    if "report_s" in t:
+        rows.append(f"<tr><td>report figures</td><td class=num>{_fmt(t['report_s'], 1)} s</td></tr>")
     rows.append(f"<tr><th>total</th><th class=num>{_fmt(t['total_s'], 1)} s</th></tr>")
     parts.append("<h3>Timing</h3>" + _table(["stage", "wall time"], rows))
     if "images_requested" in t:
@@ -314,3 +322,27 @@ def write_report(results: dict, path, diagnostics: list | None = None, *, headli
     path = Path(path)
     path.write_text(render_report(results, diagnostics, headline=headline), encoding="utf-8")
     return path
+
+
+def text_table(results: dict, headline: dict | None = None) -> str:
+    """The headline scores as plain text, one block per dataset (what ``harness evaluate`` prints)."""
+    headline = headline or {}
+    lines = []
+    for evaluation in results["evaluations"]:
+        ds = evaluation["dataset"]
+        t = evaluation["timing"]
+        lines.append(f"{ds['name']}  (preset {evaluation.get('preset')}, seed {evaluation['seed']}, "
+                     f"{t['images_encoded']:,} images encoded, {t['total_s']:.1f} s)")
+        rows = [("metric", "key", "score", "95% interval")]
+        for name, values in evaluation["metrics"].items():
+            keys = headline.get(name) or [k for k in values if not k.endswith("_ci95")][:1]
+            for key in keys:
+                if key in values:
+                    rows.append((name, key, _fmt(values[key]), _interval(values.get(key + "_ci95"))))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            lines.append("  " + "  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1]),
+                                           r[2].rjust(widths[2]), r[3]]).rstrip())
+        for note in evaluation.get("notes", []):
+            lines.append(f"  note: {note}")
+    return "\n".join(lines)
