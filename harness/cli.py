@@ -155,3 +155,58 @@ def evaluate_command(submission, datasets, preset, metrics, params, seed, out, s
 # --- train / export commands (issue 6) ---
 
 # --- grade / status / leaderboard commands (issue 7) ---
+
+
+@cli.command("grade")
+@click.argument("submissions", nargs=-1, required=True, type=click.Path())
+@click.option("--challenge", "challenge_path", required=True, type=click.Path(), help="Challenge file (TOML).")
+@click.option("--db", required=True, type=click.Path(), help="SQLite grading store (created if missing).")
+@click.option("--workers", default=1, show_default=True, type=int, help="Local worker processes.")
+@click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786): one task per job.")
+@click.option("--regrade", multiple=True, metavar="NAME", help="Grade this submission again even if unchanged.")
+@click.option("--sandbox", type=click.Choice(["process", "bwrap", "docker"]), default=None,
+              help="Override the challenge's [sandbox] backend (docker: one container per job).")
+@click.option("--job-fn", default=None, hidden=True, help="module:function running one job (tests).")
+def grade_command(submissions, challenge_path, db, workers, scheduler, regrade, sandbox, job_fn):
+    """Grade SUBMISSIONS (folders, archives, or folders of them) into a store; safe to kill and rerun."""
+    import dataclasses
+
+    from harness.grading import grade, load_challenge
+
+    challenge = load_challenge(challenge_path)
+    if sandbox:
+        challenge = dataclasses.replace(challenge, backend=sandbox)
+    summary = grade(list(submissions), challenge, db, workers=workers, scheduler=scheduler, regrade=regrade,
+                    job_fn=job_fn, echo=lambda line: click.echo(line, err=True))
+    c = summary.counts
+    click.echo(f"{c['finished']} finished, {c['failed']} failed, {c['queued']} queued, {c['running']} running "
+               f"in {db} ({summary.wall_s:.1f} s); see `harness status --db {db}` and `harness leaderboard --db {db}`")
+
+
+@cli.command("status")
+@click.option("--db", required=True, type=click.Path(), help="SQLite grading store.")
+def status_command(db):
+    """Jobs by state; failures with their kind and message."""
+    from harness.grading import status_report
+
+    click.echo(status_report(db), nl=False)
+
+
+@cli.command("leaderboard")
+@click.option("--db", required=True, type=click.Path(), help="SQLite grading store.")
+@click.option("--split", type=click.Choice(["public", "private"]), default="public", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "md", "html"]), default="table",
+              show_default=True)
+@click.option("--out", type=click.Path(), default=None, help="Write to this file instead of stdout.")
+def leaderboard_command(db, split, fmt, out):
+    """The 2019 mean-rank leaderboard of a split, with 95% intervals."""
+    from pathlib import Path
+
+    from harness.grading import leaderboard
+
+    text = leaderboard(db, split=split, fmt=fmt)
+    if out:
+        Path(out).write_text(text)
+        click.echo(f"wrote {out}", err=True)
+    else:
+        click.echo(text, nl=False)
