@@ -263,6 +263,8 @@ def _evaluate_dataset(submission, dataset, *, preset, metrics, metric_params, se
     ds = _load_dataset(dataset)
     with ExitStack() as stack:
         sub = _load_submission(submission)
+        if sub is not submission and hasattr(sub, "close"):
+            stack.callback(sub.close)  # an unpacked archive's temporary folder
         session = stack.enter_context(open_session(sub, sandbox=sandbox, device=device, limits=limits))
         dcache = DatasetCache(cache, sub.sha256, ds) if cache else None
         return run_dataset(ds, specs, session.encode, seed=seed, preset=preset, cache=dcache,
@@ -314,7 +316,7 @@ def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "c
     try:
         with ExitStack() as stack:
             sub = _load_submission(submission_path)
-            if hasattr(sub, "close"):
+            if sub is not submission_path and hasattr(sub, "close"):
                 stack.callback(sub.close)
             results["submission"] = _submission_info(sub)
             session = stack.enter_context(open_session(sub, sandbox=sandbox, device=device, limits=limits))
