@@ -1,0 +1,321 @@
+"""Backends start the sandboxed child; the session talks the wire protocol to it.
+
+A backend turns a prepared sandbox folder and a launcher configuration into a running process
+whose stdin/stdout carry the protocol and whose stderr is the model's log, in its own process
+group (session). Backends:
+
+``process``  (default) a plain child; the launcher applies every layer itself (namespaces,
+             Landlock, seccomp, rlimits, uid). Needs nothing but Linux.
+``bwrap``    the same launcher inside bubblewrap (its own PID/UTS namespaces and a filesystem that
+             holds only what the child needs), then the launcher's own layers on top.
+``docker``   extension point: see :mod:`harness.sandbox.docker` (issue 7 fills in the container).
+``none``     no child at all: the model runs in the calling process, UNSANDBOXED (trusted debugging).
+
+To add a backend, subclass :class:`Backend`, implement ``available`` and ``spawn``, and register it
+in ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+
+from harness.sandbox.launcher import BOOTSTRAP
+
+_uid_counter = itertools.count()
+UID_BASE = 1_600_000_000
+
+
+def sandbox_uid() -> int:
+    """A uid no other live session uses: RLIMIT_NPROC is per uid, and kill-by-uid must be exact."""
+    return UID_BASE + (os.getpid() % 100_000) * 1000 + next(_uid_counter) % 1000
+
+
+@dataclass
+class SandboxDir:
+    """The folder a child sees: lib/ (launcher code, read-only), model/ (a read-only copy of the
+    submission), scratch/ (its only writable place), stage/ (mount staging)."""
+
+    root: str
+    lib: str
+    model: str
+    scratch: str
+    stage: str
+    uid: int | None
+
+    def remove(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _copy_package(dest: str) -> None:
+    """The launcher runs from a private copy of the few modules it needs, so the child never needs
+    to see the repository or site-packages' harness (which may sit next to datasets)."""
+    import harness
+
+    src = os.path.dirname(os.path.abspath(harness.__file__))
+    os.makedirs(os.path.join(dest, "harness", "sandbox"))
+    for rel in ("__init__.py", "errors.py"):
+        shutil.copy(os.path.join(src, rel), os.path.join(dest, "harness", rel))
+    for name in os.listdir(os.path.join(src, "sandbox")):
+        if name.endswith(".py"):
+            shutil.copy(os.path.join(src, "sandbox", name), os.path.join(dest, "harness", "sandbox", name))
+
+
+def _make_world_readable(top: str) -> None:
+    for dirpath, dirnames, filenames in os.walk(top):
+        os.chmod(dirpath, 0o755)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o644)
+
+
+def prepare_sandbox_dir(model_root: str | None, *, uid: int | None) -> SandboxDir:
+    root = tempfile.mkdtemp(prefix="harness-sbx-")
+    try:
+        os.chmod(root, 0o755)
+        sd = SandboxDir(root, os.path.join(root, "lib"), os.path.join(root, "model"),
+                        os.path.join(root, "scratch"), os.path.join(root, "stage"), uid)
+        _copy_package(sd.lib)
+        if model_root is not None:
+            shutil.copytree(model_root, sd.model, symlinks=True)
+        else:
+            os.makedirs(sd.model)
+        _make_world_readable(sd.lib)
+        _make_world_readable(sd.model)
+        os.makedirs(sd.scratch, mode=0o700)
+        os.makedirs(sd.stage, mode=0o700)
+        if uid is not None:
+            os.chown(sd.scratch, uid, uid)
+        return sd
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def clean_env(sd: SandboxDir, threads: int) -> dict:
+    t = str(threads)
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": sd.scratch, "TMPDIR": sd.scratch,
+            "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "NUMEXPR_NUM_THREADS": t,
+            "VECLIB_MAXIMUM_THREADS": t, "TORCHINDUCTOR_CACHE_DIR": os.path.join(sd.scratch, "inductor")}
+
+
+def child_sys_path(lib: str) -> list[str]:
+    """sys.path for the child: the private lib, then the interpreter's own entries (stdlib,
+    site-packages), never the repository or the working directory."""
+    prefixes = tuple({sys.prefix, sys.base_prefix})
+    keep = [p for p in sys.path if p and os.path.isabs(p) and p.startswith(prefixes)
+            and not os.path.isdir(os.path.join(p, "harness"))]
+    return [lib] + list(dict.fromkeys(keep))
+
+
+def python_command(lib: str) -> list[str]:
+    return [sys.executable, "-I", "-S", "-B", "-c", BOOTSTRAP.format(path=child_sys_path(lib))]
+
+
+def interpreter_paths() -> list[str]:
+    paths = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        p = sysconfig.get_paths().get(key)
+        if p:
+            paths.add(p)
+    return sorted(p for p in paths if os.path.exists(p))
+
+
+SYSTEM_READ_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/ld.so.cache", "/etc/ld.so.conf",
+                     "/etc/ld.so.conf.d", "/etc/localtime", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group",
+                     "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/sys/kernel",
+                     "/sys/devices/system/cpu", "/sys/devices/system/node", "/sys/fs/cgroup",
+                     "/dev/urandom", "/dev/random", "/dev/zero")
+
+
+def gpu_devices() -> list[str]:
+    return sorted(os.path.join("/dev", d) for d in os.listdir("/dev") if d.startswith("nvidia")) + \
+        [p for p in ("/dev/dri",) if os.path.exists(p)]
+
+
+def launcher_config(sd: SandboxDir, *, layers: dict, limits, device: str, submission=None) -> dict:
+    """The configuration frame the launcher receives first."""
+    read_paths = [p for p in SYSTEM_READ_PATHS] + interpreter_paths() + [sd.lib, sd.model]
+    devices = ["/dev/null"]
+    if device in ("cuda", "auto"):
+        devices += gpu_devices()
+        read_paths += ["/proc/driver", "/sys/bus/pci", "/sys/devices", "/sys/module/nvidia"]
+    memory_mb = limits.memory_mb
+    cfg = {
+        "layers": layers,
+        "read_paths": read_paths,
+        "write_paths": [sd.scratch],
+        "devices": devices,
+        "expose_paths": interpreter_paths() + [sd.lib, sd.model, sd.scratch],
+        "stage_dir": sd.stage,
+        "rlimits": {"memory_mb": memory_mb, "cpu_seconds": limits.cpu_seconds, "file_size_mb": limits.file_size_mb,
+                    "open_files": limits.open_files, "max_processes": limits.max_processes},
+        "threads": limits.threads,
+        "device": device,
+    }
+    if submission is not None:
+        cfg.update({
+            "format": submission.format,
+            "model_root": sd.model,
+            "model_path": os.path.join(sd.model, submission.manifest["model"]),
+            "num_outputs": len(submission.outputs),
+            "input_shape": list(submission.input_shape),
+        })
+    return cfg
+
+
+class Backend:
+    """How a child is started. Subclasses fill ``available`` and ``spawn``."""
+
+    name = "?"
+    isolated = True
+
+    def available(self) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def layers(self, limits, device: str) -> dict:
+        """Which layers the launcher applies itself inside this backend."""
+        uid = sandbox_uid() if os.geteuid() == 0 else None
+        return {"namespaces": True, "landlock": True, "seccomp": True, "rlimits": True, "uid": uid,
+                "no_new_privs": True}
+
+    def spawn(self, sd: SandboxDir, cfg: dict) -> subprocess.Popen:
+        raise NotImplementedError
+
+    def kill(self, proc: subprocess.Popen, sd: SandboxDir) -> None:
+        """Kill the child, its process group and anything left running under its uid."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if sd.uid is not None:
+            kill_uid(sd.uid)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process stuck in the kernel
+            pass
+
+
+def kill_uid(uid: int) -> int:
+    """SIGKILL every process running as ``uid`` (a sandbox uid, unique to one session)."""
+    killed = 0
+    for _ in range(3):
+        found = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+                os.kill(int(entry), signal.SIGKILL)
+                found += 1
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+        killed += found
+        if not found:
+            break
+        time.sleep(0.05)
+    return killed
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def available(self):
+        return sys.platform.startswith("linux"), "Linux only" if not sys.platform.startswith("linux") else "ok"
+
+    def spawn(self, sd, cfg):
+        return subprocess.Popen(python_command(sd.lib),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=clean_env(sd, cfg["threads"]), cwd=sd.scratch, start_new_session=True,
+                                close_fds=True, bufsize=0)
+
+
+class BwrapBackend(ProcessBackend):
+    name = "bwrap"
+
+    def available(self):
+        path = shutil.which("bwrap")
+        if not path:
+            return False, "bubblewrap is not installed (Debian: apt-get install bubblewrap)"
+        try:
+            out = subprocess.run([path, "--ro-bind", "/", "/", "--unshare-net", "true"], capture_output=True,
+                                 text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, f"bwrap does not run: {exc}"
+        if out.returncode != 0:
+            return False, f"bwrap cannot create namespaces here: {out.stderr.strip()[:200]}"
+        return True, path
+
+    def layers(self, limits, device):
+        lay = super().layers(limits, device)
+        lay["namespaces"] = False  # bwrap made them (plus PID and UTS); no mount namespace left to us
+        return lay
+
+    def spawn(self, sd, cfg):
+        mounts = [("--ro-bind", p) for p in sorted(set(cfg["read_paths"]))
+                  if os.path.exists(p) and not p.startswith(("/proc", "/dev", sd.root))]
+        mounts += [("--ro-bind", sd.lib), ("--ro-bind", sd.model), ("--bind", sd.scratch)]
+        mounts += [("--dev-bind", d) for d in cfg["devices"] if d != "/dev/null"]
+        targets = {p for _, p in mounts}
+        # bwrap creates missing parents with mode 0700, which the dropped uid cannot traverse
+        parents = set()
+        for _, p in mounts:
+            parts = p.split("/")
+            for i in range(2, len(parts)):
+                a = "/".join(parts[:i])
+                if a not in targets and not any(a.startswith(t + "/") for t in targets):
+                    parents.add(a)
+        binds = []
+        for a in sorted(parents, key=lambda x: (x.count("/"), x)):
+            if a not in ("/proc", "/dev", "/tmp"):
+                binds += ["--perms", "0755", "--dir", a]
+        for flag, p in sorted(mounts, key=lambda m: (m[1].count("/"), m[1])):
+            binds += [flag, p, p]
+        cmd = ["bwrap", "--unshare-net", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
+               "--die-with-parent", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", *binds,
+               "--chdir", sd.scratch]
+        if os.geteuid() == 0:
+            # root: bwrap drops capabilities; keep the two the launcher needs to switch uid.
+            cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        cmd += python_command(sd.lib)
+        cfg["external_layers"] = ["bwrap:net,ipc,pid,uts,mount"]
+        cfg["expose_paths"] = []  # only bound paths exist inside, all reachable
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=clean_env(sd, cfg["threads"]), cwd=sd.scratch, start_new_session=True,
+                                close_fds=True, bufsize=0)
+
+
+class DockerBackend(Backend):
+    """Delegates to :mod:`harness.sandbox.docker` (the container details belong to issue 7)."""
+
+    name = "docker"
+
+    def _impl(self):
+        from harness.sandbox import docker
+
+        return docker
+
+    def available(self):
+        return self._impl().available()
+
+    def layers(self, limits, device):
+        return self._impl().launcher_layers(limits, device)
+
+    def spawn(self, sd, cfg):
+        return self._impl().spawn(sd, cfg)
+
+    def kill(self, proc, sd):
+        self._impl().kill(proc, sd)
+        super().kill(proc, sd)
+
+
+BACKENDS = {"process": ProcessBackend, "bwrap": BwrapBackend, "docker": DockerBackend}
+BACKEND_NAMES = ("process", "bwrap", "docker", "none")

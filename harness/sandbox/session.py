@@ -1,0 +1,390 @@
+"""EncoderSession: the parent side. Starts the child, streams batches, checks every output."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+
+from harness.errors import InputError, SubmissionFailure
+from harness.sandbox import protocol
+from harness.sandbox.backends import BACKEND_NAMES, BACKENDS, launcher_config, prepare_sandbox_dir
+from harness.sandbox.limits import Limits
+
+UNSANDBOXED_NOTE = ("UNSANDBOXED: backend 'none' runs the model inside this process with every right "
+                    "this process has; use it only for models you trust")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+class _LogTail:
+    """Drains the child's stderr in a thread, keeping only the last ``keep`` bytes."""
+
+    def __init__(self, stream, keep: int = 64 * 1024):
+        self.chunks: collections.deque = collections.deque()
+        self.size = 0
+        self.total = 0
+        self.keep = keep
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _run(self, stream):
+        fd = stream.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                break
+            if not chunk:
+                break
+            with self.lock:
+                self.total += len(chunk)
+                self.chunks.append(chunk)
+                self.size += len(chunk)
+                while self.size - len(self.chunks[0]) >= self.keep:
+                    self.size -= len(self.chunks.popleft())
+
+    def text(self) -> str:
+        with self.lock:
+            data = b"".join(self.chunks)[-self.keep:]
+            dropped = self.total - len(data)
+        head = f"[... {dropped} earlier bytes of output dropped]\n" if dropped > 0 else ""
+        return head + data.decode("utf-8", "replace")
+
+
+def check_outputs(outputs: list, *, n: int, latent_dim: int, names: list[str]) -> list[np.ndarray]:
+    """The model's outputs, checked: float32 (n, latent_dim), finite. Else ``bad_output``."""
+    if len(outputs) < len(names):
+        raise SubmissionFailure("bad_output", f"the model returned {len(outputs)} output(s); submission.json "
+                                f"declares {len(names)} ({', '.join(names)})")
+    checked = []
+    for name, out in zip(names, outputs):
+        if out is None or out.dtype.kind not in "fiub":
+            raise SubmissionFailure("bad_output", f"output {name!r} has dtype "
+                                    f"{getattr(out, 'dtype', None)}; it must be float32")
+        if tuple(out.shape) != (n, latent_dim):
+            raise SubmissionFailure("bad_output", f"output {name!r} has shape {tuple(out.shape)} for a batch of "
+                                    f"{n}; expected ({n}, {latent_dim}) (batch, latent_dim from submission.json)")
+        if out.dtype != np.float32:
+            raise SubmissionFailure("bad_output", f"output {name!r} has dtype {out.dtype}; it must be float32 "
+                                    "(cast in the model before exporting)")
+        bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+        if bad:
+            raise SubmissionFailure("bad_output", f"output {name!r} holds {bad} NaN/inf value(s) in a batch of "
+                                    f"{n}; the code must be finite for every input in [0, 1]")
+        checked.append(out)
+    return checked
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+class EncoderSession:
+    """A loaded model behind the sandbox. Use through :func:`open_encoder`.
+
+    Attributes
+    ----------
+    layers : list of str
+        Isolation layers actually applied in the child (empty for ``backend="none"``).
+    notes : list of str
+        Things the report should say: channel tiling, CUDA fallback, unsandboxed runs.
+    report : list of str
+        One line per layer: applied or not, and why.
+    info : dict
+        Runtime, version and device used inside the child.
+    """
+
+    def __init__(self, submission, *, backend: str, limits: Limits, device: str):
+        self.submission = submission
+        self.backend_name = backend
+        self.limits = limits
+        self.device = device
+        self.layers: list[str] = []
+        self.notes: list[str] = []
+        self.report: list[str] = []
+        self.info: dict = {}
+        self.images_encoded = 0
+        self._proc = None
+        self._sd = None
+        self._log = None
+        self._forward = None
+        self._failed: SubmissionFailure | None = None
+        self._tiling_noted = False
+        self._started = time.monotonic()
+        self._killed_for_wall = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def _deadline(self) -> float | None:
+        ends = []
+        if self.limits.wall_seconds:
+            ends.append(time.monotonic() + self.limits.wall_seconds)
+        if self.limits.total_wall_seconds:
+            ends.append(self._started + self.limits.total_wall_seconds)
+        return min(ends) if ends else None
+
+    def start(self) -> "EncoderSession":
+        sub = self.submission
+        if self.backend_name == "none":
+            return self._start_in_process()
+        backend = BACKENDS[self.backend_name]()
+        ok, why = backend.available()
+        if not ok:
+            raise SubmissionFailure("infra_error", f"sandbox backend {self.backend_name!r} is not available: {why}")
+        layer_plan = backend.layers(self.limits, self.device)
+        try:
+            self._sd = prepare_sandbox_dir(sub.root, uid=layer_plan.get("uid"))
+        except OSError as exc:
+            raise SubmissionFailure("infra_error", f"could not prepare the sandbox folder: {exc}") from None
+        cfg = launcher_config(self._sd, layers=layer_plan, limits=self.limits, device=self.device, submission=sub)
+        try:
+            self._proc = backend.spawn(self._sd, cfg)
+        except OSError as exc:
+            self._cleanup()
+            raise SubmissionFailure("infra_error", f"could not start the sandbox: {exc}") from None
+        self._backend = backend
+        self._log = _LogTail(self._proc.stderr)
+        for f in (self._proc.stdin, self._proc.stdout):
+            os.set_blocking(f.fileno(), False)
+        header, _ = self._request({"config": cfg}, b"", what="loading the model")
+        self.layers = header["layers"]
+        self.report = header["report"]
+        self.info = header.get("info", {})
+        self.notes.extend(self.info.get("notes", []))
+        return self
+
+    def _start_in_process(self):
+        from harness.sandbox import loaders
+
+        warnings.warn(UNSANDBOXED_NOTE, stacklevel=3)
+        print(f"WARNING: {UNSANDBOXED_NOTE}", file=sys.stderr)
+        self.notes.append(UNSANDBOXED_NOTE)
+        self.report = ["none: the model runs in this process; no isolation layer, no limits"]
+        sub = self.submission
+        self._forward, self.info = loaders.load_model(
+            fmt=sub.format, path=sub.model_path, root=sub.root, threads=self.limits.threads, device=self.device,
+            num_outputs=len(sub.outputs), input_shape=sub.input_shape)
+        self.notes.extend(self.info.get("notes", []))
+        return self
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                protocol.send(self._proc.stdin.fileno(), {"op": "close"}, deadline=time.monotonic() + 2)
+                self._proc.wait(timeout=5)
+            except (protocol.ChannelClosed, protocol.Deadline, OSError, Exception):
+                pass
+        self._cleanup()
+
+    def _cleanup(self):
+        if self._proc is not None:
+            self._backend.kill(self._proc, self._sd)
+            for f in (self._proc.stdin, self._proc.stdout):
+                with contextlib.suppress(Exception):
+                    f.close()
+            if self._log is not None:
+                self._log.thread.join(timeout=2)
+            with contextlib.suppress(Exception):
+                self._proc.stderr.close()
+        if self._sd is not None:
+            self._sd.remove()
+            self._sd = None
+
+    @property
+    def log(self) -> str:
+        """The tail of what the model printed (stdout and stderr)."""
+        return self._log.text() if self._log is not None else ""
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def _fail(self, failure: SubmissionFailure):
+        self._failed = failure
+        if self._proc is not None:
+            self._backend.kill(self._proc, self._sd)
+        raise failure
+
+    def _death(self, what: str) -> SubmissionFailure:
+        """Why the child is gone, as a failure kind."""
+        proc = self._proc
+        try:
+            code = proc.wait(timeout=10)
+        except Exception:
+            self._backend.kill(proc, self._sd)
+            code = proc.wait()
+        time.sleep(0.05)
+        detail = self.log[-4000:] or None
+        if self._killed_for_wall:
+            return SubmissionFailure("timeout", f"{what} took longer than the wall-clock limit "
+                                     f"({self.limits.wall_seconds} s per call)", detail)
+        if code < 0:
+            sig = -code
+            if sig == signal.SIGXCPU:
+                return SubmissionFailure("timeout", f"{what} used more than the CPU-time limit "
+                                         f"({self.limits.cpu_seconds} s)", detail)
+            if sig == signal.SIGKILL:
+                return SubmissionFailure("memory_exceeded", f"the model was killed (SIGKILL) while {what}, most "
+                                         "likely by the out-of-memory killer", detail)
+            if sig == signal.SIGXFSZ:
+                return SubmissionFailure("runtime_error", f"the model wrote a file larger than the "
+                                         f"{self.limits.file_size_mb} MB limit while {what}", detail)
+            return SubmissionFailure("crashed", f"the model crashed with {_signal_name(sig)} while {what}", detail)
+        return SubmissionFailure("crashed", f"the model's process exited (code {code}) while {what}; a model "
+                                 "must not exit or close its standard streams", detail)
+
+    def _request(self, header: dict, payload, *, what: str, max_payload: int | None = None):
+        if self._failed is not None:
+            raise self._failed
+        deadline = self._deadline()
+        fd_in, fd_out = self._proc.stdin.fileno(), self._proc.stdout.fileno()
+        try:
+            protocol.send(fd_in, header, payload, deadline)
+            reply, data = protocol.recv(fd_out, deadline, max_payload=max_payload)
+        except protocol.Deadline:
+            self._killed_for_wall = True
+            self._backend.kill(self._proc, self._sd)
+            self._fail(self._death(what))
+        except (protocol.ChannelClosed, OSError):
+            self._fail(self._death(what))
+        except ValueError as exc:  # garbage on the channel: the model wrote to our pipe
+            self._fail(SubmissionFailure("bad_output", f"the model corrupted the result channel while {what}: {exc}"))
+        if not reply.get("ok"):
+            self._fail(SubmissionFailure(reply["kind"], reply["message"], reply.get("detail")))
+        return reply, data
+
+    # -- encoding ----------------------------------------------------------------------------------
+
+    def _prepare(self, images) -> np.ndarray:
+        """NHWC uint8 (or float in [0, 1]) -> NCHW, checked against the manifest."""
+        if not isinstance(images, np.ndarray):
+            images = np.asarray(images)
+        if images.ndim != 4:
+            raise InputError(f"images must be a (N, H, W, C) batch, got shape {images.shape}")
+        if images.dtype != np.uint8:
+            if images.dtype.kind != "f":
+                raise InputError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+            images = images.astype(np.float32, copy=False)
+        _, h, w, c = images.shape
+        want_c, want_h, want_w = self.submission.input_shape
+        if (h, w) != (want_h, want_w) or not (c == want_c or (c == 1 and want_c == 3)):
+            raise SubmissionFailure("invalid_submission", f"the model takes {want_c}x{want_h}x{want_w} images "
+                                    f"(submission.json 'input') but this dataset has {c}x{h}x{w}")
+        if c == 1 and want_c == 3 and not self._tiling_noted:
+            self._tiling_noted = True
+            self.notes.append("1-channel images were tiled to 3 channels for this 3-channel model")
+        return images.transpose(0, 3, 1, 2)
+
+    def _encode_chunk(self, chunk: np.ndarray) -> list[np.ndarray]:
+        n = chunk.shape[0]
+        d = self.submission.latent_dim
+        names = self.submission.outputs
+        if self._forward is not None:  # backend none
+            from harness.sandbox import loaders
+
+            try:
+                outputs = self._forward(loaders.prepare_batch(chunk, channels=self.submission.input_shape[0]))
+            except SubmissionFailure:
+                raise
+            except Exception as exc:
+                kind = "memory_exceeded" if loaders.is_memory_error(exc) else "runtime_error"
+                raise SubmissionFailure(kind, f"the model's forward raised {type(exc).__name__}: {exc}") from None
+            return check_outputs(outputs, n=n, latent_dim=d, names=names)
+        chunk = np.ascontiguousarray(chunk)
+        # A well-behaved reply is at most n*d float64s per output; anything larger is refused unread.
+        max_payload = len(names) * n * d * 8 + 1024
+        reply, data = self._request({"op": "encode", "shape": list(chunk.shape), "dtype": chunk.dtype.str},
+                                    chunk, what=f"encoding a batch of {n}", max_payload=max_payload)
+        outputs, offset = [], 0
+        for meta in reply["outputs"]:
+            if not meta["bytes"]:
+                outputs.append(None)
+                continue
+            dtype = np.dtype(meta["dtype"])
+            if dtype.kind not in "fiub" or int(np.prod(meta["shape"])) * dtype.itemsize != meta["bytes"]:
+                self._fail(SubmissionFailure("bad_output", f"the model returned a malformed output ({meta})"))
+            outputs.append(np.frombuffer(bytes(data[offset:offset + meta["bytes"]]), dtype=dtype)
+                           .reshape(meta["shape"]))
+            offset += meta["bytes"]
+        try:
+            return check_outputs(outputs, n=n, latent_dim=d, names=names)
+        except SubmissionFailure as exc:
+            self._fail(exc)
+
+    def _encode(self, images) -> list[np.ndarray]:
+        if self._failed is not None:
+            raise self._failed
+        x = self._prepare(images)
+        n = x.shape[0]
+        if n == 0:
+            d = self.submission.latent_dim
+            return [np.zeros((0, d), np.float32) for _ in self.submission.outputs]
+        parts = [self._encode_chunk(x[i:i + self.limits.batch_size]) for i in range(0, n, self.limits.batch_size)]
+        self.images_encoded += n
+        return [np.concatenate([p[j] for p in parts]) if len(parts) > 1 else parts[0][j]
+                for j in range(len(self.submission.outputs))]
+
+    def encode(self, images) -> np.ndarray:
+        """Codes of a (N, H, W, C) uint8 batch (or float in [0, 1]): float32 (N, latent_dim)."""
+        return self._encode(images)[0]
+
+    __call__ = encode
+
+    def encode_with_logvar(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, logvar), each float32 (N, latent_dim); only for manifests declaring ``logvar``."""
+        if not self.submission.has_logvar:
+            raise InputError("this submission declares no logvar output (submission.json 'outputs')")
+        mean, logvar = self._encode(images)
+        return mean, logvar
+
+
+@contextlib.contextmanager
+def open_encoder(submission, *, backend: str = "process", limits: Limits | None = None, device: str = "cpu"):
+    """Load ``submission`` in the sandbox and yield an :class:`EncoderSession`.
+
+    Parameters
+    ----------
+    submission : Submission or path
+        A loaded :class:`harness.submission.Submission`, or a path given to
+        :func:`harness.submission.load` (and closed on exit).
+    backend : {"process", "bwrap", "docker", "none"}, default "process"
+        How the child is isolated (see :mod:`harness.sandbox.backends`); ``"none"`` runs the model
+        in this process, unsandboxed.
+    limits : Limits, default Limits()
+    device : {"cpu", "cuda", "auto"}, default "cpu"
+        ``cuda`` falls back to the CPU with a note in ``session.notes`` when no GPU is usable.
+
+    Raises
+    ------
+    SubmissionFailure
+        for every failure of the model (load, forward, output, limits), with its kind.
+    InputError
+        for a bad argument.
+    """
+    if backend not in BACKEND_NAMES:
+        raise InputError(f"unknown sandbox backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if device not in DEVICES:
+        raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    limits = Limits() if limits is None else limits
+    owned = None
+    if not hasattr(submission, "manifest"):
+        from harness.submission import load
+
+        submission = owned = load(submission)
+    session = EncoderSession(submission, backend=backend, limits=limits, device=device)
+    try:
+        session.start()
+        yield session
+    finally:
+        session.close()
+        if owned is not None:
+            owned.close()
