@@ -278,6 +278,8 @@ DENIED_SYSCALLS = (
     "swapoff", "reboot", "acct", "quotactl", "open_by_handle_at", "name_to_handle_at", "fanotify_init",
     "io_uring_setup", "personality", "syslog", "mount_setattr", "move_mount", "open_tree", "fsopen",
     "fsmount", "fspick",
+    # a model must stay in the process group the parent kills on timeout
+    "setsid", "setpgid",
 )
 
 
