@@ -321,7 +321,7 @@ def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "c
             results["submission"] = _submission_info(sub)
             session = stack.enter_context(open_session(sub, sandbox=sandbox, device=device, limits=limits))
             layers = list(getattr(session, "layers", []) or [])
-            used_device = getattr(session, "device", None) or device
+            used_device = (getattr(session, "info", None) or {}).get("device") or device  # "auto" resolved
             from harness.evaluation.cache import DatasetCache
 
             for ds in loaded:

@@ -1,0 +1,212 @@
+"""Benchmark: `harness evaluate` (challenge preset, procedural dSprites) against the 2019 way.
+
+harness: every metric declares its sample, each unique grid index is rendered and encoded once
+through the sandboxed ONNX encoder, every metric scores from the code table.
+
+2019 way: disentanglement_lib's own metric functions (factor_vae, dci, sap, mig, irs with the
+study gin values), each sampling and encoding on its own through a TorchScript representation
+function in-process, batch by batch (16 or 64 images per call), over the same procedural dataset.
+
+    python bench/bench_evaluate.py                       # both, study sizes
+    python bench/bench_evaluate.py --skip-2019           # harness only
+    python bench/bench_evaluate.py --submission DIR      # another submission (default: submissions/example)
+
+The encoder is the example submission when it exists, else a random-init encoder of the DESIGN 7
+architecture exported to ONNX. The 2019 side needs the same network as TorchScript: it uses the
+example's checkpoint when present, else the random-init encoder (same architecture, same cost).
+Prints wall times, the ratio, and where the time goes. Figures depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+STUDY = {  # disentanglement_lib unsupervised_study_v1 metric gin values (DESIGN 4)
+    "factor_vae": dict(batch_size=64, num_train=10000, num_eval=5000, num_variance_estimate=10000),
+    "dci": dict(num_train=10000, num_test=5000, batch_size=16),
+    "sap": dict(num_train=10000, num_test=5000, batch_size=16, continuous_factors=False),
+    "mig": dict(num_train=10000, batch_size=16),
+    "irs": dict(num_train=10000, batch_size=16, diff_quantile=0.99),
+}
+
+
+def _random_encoder(seed: int = 0):
+    import torch
+
+    from harness.baseline.models import ConvEncoder
+
+    torch.manual_seed(seed)
+    return ConvEncoder(1, 64, 64, 10).eval()
+
+
+def prepare_models(submission: Path | None, work: Path) -> tuple[Path, Path, str]:
+    """(harness submission folder, TorchScript file for the 2019 side, description)."""
+    from harness.baseline.export import export_checkpoint, export_encoder
+
+    ts_dir = work / "torchscript"
+    if submission is not None and (submission / "submission.json").exists():
+        checkpoint = submission / "checkpoint.safetensors"
+        if checkpoint.exists():
+            export_checkpoint(checkpoint, ts_dir, format="torchscript", validate=False)
+            what = f"{submission} (2019 side: the same network from its checkpoint, as TorchScript)"
+        else:
+            export_encoder(_random_encoder(), ts_dir, input_shape=(1, 64, 64), format="torchscript", validate=False)
+            what = f"{submission} (2019 side: random-init encoder of the same architecture, as TorchScript)"
+        return submission, ts_dir / "encoder.pt", what
+    encoder = _random_encoder()
+    onnx_dir = work / "random-onnx"
+    export_encoder(encoder, onnx_dir, input_shape=(1, 64, 64), format="onnx", name="random-init", validate=False)
+    export_encoder(encoder, ts_dir, input_shape=(1, 64, 64), format="torchscript", validate=False)
+    return onnx_dir, ts_dir / "encoder.pt", "random-init DESIGN 7 encoder (no example submission yet)"
+
+
+def run_harness(submission: Path, out: Path, sandbox: str) -> dict:
+    from harness.evaluation import evaluate
+
+    t0 = time.perf_counter()
+    results = evaluate(submission, datasets=["dsprites"], preset="challenge", seed=0, out=out, sandbox=sandbox,
+                       progress=False)
+    results["_wall_s"] = time.perf_counter() - t0
+    return results
+
+
+class _DLData:
+    """disentanglement_lib's GroundTruthData interface over a harness dataset (float images in [0, 1])."""
+
+    def __init__(self, dataset):
+        self.ds = dataset
+        self.render_s = 0.0
+
+    @property
+    def num_factors(self):
+        return len(self.ds.factor_sizes)
+
+    @property
+    def factors_num_values(self):
+        return list(self.ds.factor_sizes)
+
+    @property
+    def observation_shape(self):
+        return list(self.ds.observation_shape)
+
+    def sample_factors(self, num, random_state):
+        return np.stack([random_state.randint(s, size=num) for s in self.ds.factor_sizes], axis=1)
+
+    def sample_observations_from_factors(self, factors, random_state):
+        t0 = time.perf_counter()
+        images = self.ds.observations(self.ds.factors_to_index(factors)).astype(np.float32) / 255.0
+        self.render_s += time.perf_counter() - t0
+        return images
+
+    def sample(self, num, random_state):
+        factors = self.sample_factors(num, random_state)
+        return factors, self.sample_observations_from_factors(factors, random_state)
+
+
+def run_2019(torchscript: Path) -> dict:
+    """Each DL metric on its own: sample, encode batch by batch through TorchScript, score."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "tests"))
+    import dlib_oracle  # the metrics engineer's shims: gin denylist rename, gin.tf alias, tf stub
+
+    dlib_oracle.install()
+    from disentanglement_lib.evaluation.metrics import dci, factor_vae, irs, mig, sap_score
+
+    from harness import datasets
+
+    dlib_oracle.configure_study_gin()
+    torch.set_num_threads(2)
+    model = torch.jit.load(str(torchscript)).eval()
+    encode_s = [0.0]
+    images = [0]
+
+    def representation_function(x):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1), dtype=np.float32)))
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        encode_s[0] += time.perf_counter() - t0
+        images[0] += len(x)
+        return out.numpy()
+
+    data = _DLData(datasets.load("dsprites"))
+    fns = {"factor_vae": factor_vae.compute_factor_vae, "dci": dci.compute_dci, "sap": sap_score.compute_sap,
+           "mig": mig.compute_mig, "irs": irs.compute_irs}
+    out = {}
+    for name, fn in fns.items():
+        e0, r0, i0 = encode_s[0], data.render_s, images[0]
+        t0 = time.perf_counter()
+        scores = fn(data, representation_function, np.random.RandomState(0), **STUDY[name])
+        wall = time.perf_counter() - t0
+        enc, ren = encode_s[0] - e0, data.render_s - r0
+        out[name] = {"wall_s": wall, "encode_s": enc, "render_s": ren, "score_s": wall - enc - ren,
+                     "images": images[0] - i0, "scores": scores}
+        print(f"  2019 {name:<10} {wall:8.1f} s  (render {ren:6.1f}, encode {enc:7.1f}, "
+              f"score {wall - enc - ren:7.1f}; {images[0] - i0:>9,} images)", flush=True)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--submission", type=Path, default=REPO / "submissions" / "example")
+    parser.add_argument("--sandbox", default="process")
+    parser.add_argument("--skip-2019", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="keep results.json/report.html here")
+    args = parser.parse_args(argv)
+
+    import onnxruntime
+    import torch
+
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
+          f"torch {torch.__version__} (cuda available: {torch.cuda.is_available()}), "
+          f"onnxruntime {onnxruntime.__version__} {onnxruntime.get_available_providers()}")
+    with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as tmp:
+        work = Path(tmp)
+        sub, ts, what = prepare_models(args.submission, work)
+        print(f"encoder: {what}")
+        out = args.out or work / "out"
+        res = run_harness(sub, out, args.sandbox)
+        if res["status"] != "ok":
+            print("harness evaluation failed:", json.dumps(res["failure"]))
+            return 1
+        ev = res["evaluations"][0]
+        t = ev["timing"]
+        print(f"\nharness evaluate (challenge preset, dsprites, sandbox {args.sandbox}, device "
+              f"{res['environment']['device']}): {res['_wall_s']:.1f} s end to end")
+        print(f"  images requested {t['images_requested']:,}, encoded {t['images_encoded']:,} (unique grid points)")
+        print(f"  render {t['render_s']:.1f} s (overlapped with encoding), encode {t['encode_s']:.1f} s, "
+              f"report figures {t['report_s']:.1f} s")
+        for name, seconds in t["metrics_s"].items():
+            print(f"  metric {name:<10} {seconds:7.1f} s (sample + score)")
+        for name, values in ev["metrics"].items():
+            print(f"  {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()
+                                           if isinstance(v, (int, float)) and not k.endswith("_ci95")))
+        if args.skip_2019:
+            return 0
+        print("\n2019 way (disentanglement_lib metric functions, TorchScript, each metric on its own):", flush=True)
+        t0 = time.perf_counter()
+        old = run_2019(ts)
+        old_wall = time.perf_counter() - t0
+        enc = sum(v["encode_s"] for v in old.values())
+        ren = sum(v["render_s"] for v in old.values())
+        imgs = sum(v["images"] for v in old.values())
+        print(f"  total {old_wall:.1f} s: render {ren:.1f} s, encode {enc:.1f} s, "
+              f"score {old_wall - enc - ren:.1f} s, {imgs:,} images")
+        print(f"\nharness {res['_wall_s']:.1f} s vs 2019 way {old_wall:.1f} s: {old_wall / res['_wall_s']:.1f}x faster")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
