@@ -98,6 +98,84 @@ def datasets_check(path):
 
 # --- validate / doctor commands (issue 4) ---
 
+def _sandbox_limits(wall_seconds, memory_mb, threads):
+    from harness.sandbox import Limits
+
+    options = {"threads": threads}
+    if wall_seconds is not None:
+        options["wall_seconds"] = wall_seconds
+    if memory_mb is not None:
+        options["memory_mb"] = memory_mb
+    return Limits(**options)
+
+
+@cli.command("validate")
+@click.argument("submission", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.option("--sandbox", type=click.Choice(["process", "bwrap", "docker", "none"]), default="process",
+              show_default=True, help="Isolation backend; 'none' runs the model in this process, UNSANDBOXED.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--wall-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Wall-clock limit per call (load, each batch).  [default: 300]")
+@click.option("--memory-mb", type=click.IntRange(min=256), default=None, help="Address-space limit.  [default: 8192]")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+def validate_command(submission, as_json, sandbox, device, wall_seconds, memory_mb, threads):
+    """Check SUBMISSION (folder, .zip or .tar.gz): manifest, safe unpacking, loading in the sandbox,
+    probe batches of 1 and 257 images. Exit 0 when valid, 1 when not."""
+    import json
+
+    from harness.submission import validate
+
+    report = validate(submission, backend=sandbox, device=device,
+                      limits=_sandbox_limits(wall_seconds, memory_mb, threads))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for check in report["checks"]:
+            click.echo(f"  [{'ok' if check['ok'] else 'FAIL'}] {check['name']}: {check['message']}")
+        for note in report["notes"]:
+            click.echo(f"  note: {note}")
+        if report["failure"] and report["failure"].get("detail"):
+            detail = report["failure"]["detail"].strip().splitlines()[-5:]
+            click.echo("  detail (last lines):\n    " + "\n    ".join(detail))
+        click.echo(report["verdict"])
+    sys.exit(0 if report["ok"] else 1)
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(["process", "bwrap", "docker"]),
+              help="Backends to probe (repeat).  [default: process, bwrap]")
+def doctor_command(as_json, backends):
+    """Which sandbox layers work on this machine, and why others do not.
+
+    Starts a real sandboxed child per backend and runs hostile checks inside it."""
+    import json
+
+    from harness.sandbox.doctor import diagnose
+
+    report = diagnose(backends or ("process", "bwrap"))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo("machine:")
+    for key, value in report["machine"].items():
+        click.echo(f"  {key}: {value}")
+    for name, res in report["backends"].items():
+        click.echo(f"backend {name}:")
+        if not res.get("available"):
+            click.echo(f"  unavailable: {res.get('reason')}")
+            continue
+        if res.get("error"):
+            click.echo(f"  ERROR: {res['error']}")
+            continue
+        for line in res["report"]:
+            click.echo(f"  {line}")
+        for check, outcome in res["checks"].items():
+            state = "contained" if outcome["contained"] else "NOT CONTAINED"
+            click.echo(f"  check {check}: {state} ({outcome['detail']})")
+        click.echo(f"  applied: {', '.join(res['layers'])}")
+
 # --- evaluate command (issue 5) ---
 
 @cli.command("evaluate")
@@ -153,6 +231,114 @@ def evaluate_command(submission, datasets, preset, metrics, params, seed, out, s
         sys.exit(3 if failure["kind"] == "infra_error" else 1)
 
 # --- train / export commands (issue 6) ---
+
+
+def _parse_params(pairs) -> dict:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param expects NAME=VALUE, got {pair!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+@cli.command("train")
+@click.option("--model", default="beta_vae", show_default=True, metavar="NAME",
+              help="beta_vae, annealed_vae, factor_vae, dip_vae_i, dip_vae_ii or beta_tcvae.")
+@click.option("--dataset", default="dsprites", show_default=True, metavar="NAME|FILE",
+              help="A registered dataset or a dataset file (streamed, never loaded whole).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run folder: checkpoint, log, loss curve and the exported submission.")
+@click.option("--steps", default=10000, show_default=True, type=click.IntRange(min=1), help="Total training steps.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2))
+@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
+@click.option("--beta", type=float, default=None, help="beta of beta_vae / beta_tcvae (study default 4).")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Override a model hyperparameter, e.g. gamma=20, c_max=25, lambda_od=10 (repeat).")
+@click.option("--latent-dim", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds data order, init and sampling noise.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's choice).")
+@click.option("--checkpoint-every", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--format", "export_format", type=click.Choice(["onnx", "torchscript", "torch_export", "none"]),
+              default="onnx", show_default=True, help="Submission format exported at the end.")
+@click.option("--with-logvar", is_flag=True, help="Export (mean, logvar) instead of the mean only.")
+@click.option("--name", default=None, help="Submission name (default MODEL-DATASET).")
+@click.option("--no-resume", is_flag=True, help="Start over even if --out holds a checkpoint.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train_command(model, dataset, out, steps, batch_size, lr, beta, params, latent_dim, seed, device, threads,
+                  checkpoint_every, export_format, with_logvar, name, no_resume, no_progress):
+    """Train a reference beta-VAE-family model and export it as a submission.
+
+    Interrupt with Ctrl-C at any time: the state is checkpointed, and the same command resumes.
+    """
+    from harness.baseline.training import CHECKPOINT_NAME, train
+
+    overrides = _parse_params(params)
+    if beta is not None:
+        overrides["beta"] = beta
+    try:
+        result = train(model, dataset, out=out, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                       latent_dim=latent_dim, params=overrides, device=device, threads=threads,
+                       checkpoint_every=checkpoint_every, resume=not no_resume, progress=not no_progress,
+                       export_format=None if export_format == "none" else export_format,
+                       with_logvar=with_logvar, name=name)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: state saved to {out}/{CHECKPOINT_NAME}; run the same command to resume", err=True)
+        sys.exit(130)
+    click.echo(f"trained {model} on {dataset} to step {result.step} in {result.train_seconds:.0f} s "
+               f"(CPU {result.cpu_seconds:.0f} s); loss curve {result.plot}")
+    if result.submission:
+        click.echo(f"submission: {result.submission.parent}  (score it: harness evaluate {result.submission.parent})")
+
+
+@cli.command("export")
+@click.argument("source", metavar="CHECKPOINT|MODULE:CALLABLE")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Submission folder to write.")
+@click.option("--format", "export_format", type=click.Choice(["onnx", "torchscript", "torch_export"]),
+              default="onnx", show_default=True)
+@click.option("--with-logvar", is_flag=True, help="Export (mean, logvar); the encoder must return both.")
+@click.option("--name", default=None, help="Submission name.")
+@click.option("--input-shape", default=None, metavar="C,H,W",
+              help="Input the encoder expects (needed for MODULE:CALLABLE), e.g. 1,64,64.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="safetensors state_dict to load into MODULE:CALLABLE's encoder.")
+def export_command(source, out, export_format, with_logvar, name, input_shape, weights):
+    """Export an encoder as a verified submission (model file + submission.json).
+
+    SOURCE is a `harness train` checkpoint (a checkpoint.safetensors file or its run folder), or
+    your own encoder as `package.module:callable` returning an nn.Module that maps float32 NCHW
+    images in [0, 1] to the code (or to (mean, logvar)). The export is checked against PyTorch to
+    1e-4 on several batch sizes and by the submission validator before this returns.
+    """
+    import os
+
+    from harness.baseline import export as export_mod
+
+    checkpoint = os.path.join(source, "checkpoint.safetensors") if os.path.isdir(source) else source
+    if os.path.isfile(checkpoint):
+        if input_shape or weights:
+            raise InputError("--input-shape and --weights are for MODULE:CALLABLE sources, not checkpoints")
+        result = export_mod.export_checkpoint(checkpoint, out, format=export_format, with_logvar=with_logvar,
+                                              name=name)
+    else:
+        if ":" not in source:
+            raise InputError(f"{source!r} is neither a checkpoint file nor a 'module:callable' spec")
+        if not input_shape:
+            raise InputError("--input-shape C,H,W is required when exporting MODULE:CALLABLE")
+        try:
+            shape = tuple(int(v) for v in input_shape.split(","))
+        except ValueError:
+            raise InputError(f"--input-shape must be three integers C,H,W, got {input_shape!r}") from None
+        if len(shape) != 3:
+            raise InputError(f"--input-shape must be three integers C,H,W, got {input_shape!r}")
+        encoder = export_mod.load_encoder_factory(source, weights=weights)
+        result = export_mod.export_encoder(encoder, out, input_shape=shape, format=export_format,
+                                           with_logvar=with_logvar, name=name or "my-encoder")
+    click.echo(f"exported {result.model_path} with {result.exporter}; max |exported - torch| = "
+               f"{result.max_abs_diff:.2g} on batches {', '.join(map(str, export_mod.VERIFY_BATCHES))}; "
+               f"checks passed: {', '.join(result.validated_by)}")
 
 # --- grade / status / leaderboard commands (issue 7) ---
 
