@@ -1,0 +1,123 @@
+"""report.html: valid HTML, self-contained, every embedded image decodes; the text table."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness import datasets
+from harness.evaluation import resolve_metrics, run_dataset
+from harness.evaluation.report import render_report, text_table
+from harness.evaluation.results import environment, new_results
+
+from test_evaluation import SMALL, numpy_encoder
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class StrictParser(HTMLParser):
+    """html.parser is lenient: track open elements so a missing or crossed end tag fails the test."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.errors, self.images, self.external = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        for key in ("src", "href"):
+            value = attrs.get(key)
+            if value and not value.startswith(("data:", "#")):
+                self.external.append(value)
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+
+def _decode_all(images):
+    decoded = []
+    for src in images:
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True)))
+        img.load()
+        decoded.append(img)
+    return decoded
+
+
+@pytest.fixture(scope="module")
+def scored():
+    ds = datasets.load("dummy")
+    specs = resolve_metrics("challenge", None, {k: v for k, v in SMALL.items() if k in
+                                                 ("factor_vae", "dci", "sap", "mig", "irs")})
+    entry, arrays = run_dataset(ds, specs, numpy_encoder(), seed=0, preset="challenge")
+    results = new_results({"name": "tiny <b>", "format": "onnx", "sha256": "0" * 64})
+    results["evaluations"].append(entry)
+    results["environment"] = environment(device="cpu", sandbox_layers=["none"])
+    headline = {spec.name: list(spec.headline) for spec, _ in specs}
+    return results, arrays, headline
+
+
+def test_report_is_valid_self_contained_html_whose_images_decode(scored):
+    results, arrays, headline = scored
+    page = render_report(results, [arrays], headline=headline)
+    parser = StrictParser()
+    parser.feed(page)
+    parser.close()
+    assert parser.errors == [] and parser.stack == []
+    assert parser.external == []  # self-contained: nothing fetched
+    images = _decode_all(parser.images)
+    assert len(images) == 4  # MI heatmap, Hinton diagram, response curves, montage
+    assert all(img.size[0] > 100 and img.size[1] > 50 for img in images)
+    assert "tiny &lt;b&gt;" in page  # names are escaped
+    for name in headline:
+        assert f"<td>{name}</td>" in page
+
+
+def test_failed_report_shows_the_failure(scored):
+    results, _, _ = scored
+    failed = dict(results, status="failed", evaluations=[],
+                  failure={"kind": "bad_output", "message": "output 'mean' holds 3 NaN", "detail": None})
+    page = render_report(failed)
+    parser = StrictParser()
+    parser.feed(page)
+    assert parser.errors == [] and parser.stack == []
+    assert "bad_output" in page and "holds 3 NaN" in page
+
+
+def test_text_table_lists_every_headline_value_with_its_interval(scored):
+    results, _, headline = scored
+    text = text_table(results, headline)
+    for name, keys in headline.items():
+        for key in keys:
+            line = next(l for l in text.splitlines() if l.split()[:2] == [name, key])
+            value = results["evaluations"][0]["metrics"][name][key]
+            assert f"{value:.3f}" in line
+            if results["evaluations"][0]["metrics"][name].get(key + "_ci95"):
+                assert "[" in line
+
+
+def test_figures_follow_the_codes():
+    """The MI heatmap's data: a code that copies a factor carries that factor's information, a
+    constant code none."""
+    from harness.evaluation import diagnostics
+
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 5, size=(2000, 2))
+    codes = np.stack([factors[:, 0] + 0.01 * rng.random(2000), np.zeros(2000)], axis=1)
+    mi = diagnostics.mutual_info_matrix(codes, factors)
+    h = diagnostics.factor_entropies(factors)
+    assert mi[0, 0] == pytest.approx(h[0], rel=1e-9)
+    assert mi[0, 1] < 0.02 and mi[1].max() == 0.0
+    curves = diagnostics.response_curves(codes, factors, [5, 5])
+    np.testing.assert_allclose(curves[0][:, 0], np.arange(5), atol=0.01)
