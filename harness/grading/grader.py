@@ -25,7 +25,7 @@ from harness.grading.worker import DEFAULT_JOB_FN, WorkerProcess, run_in_subproc
 class GradeSummary:
     registered: dict
     recovered: list
-    ended: dict = field(default_factory=lambda: {"finished": 0, "failed": 0, "requeued": 0, "stale": 0})
+    ended: dict = field(default_factory=lambda: {"finished": 0, "failed": 0, "queued": 0, "stale": 0})
     wall_s: float = 0.0
     counts: dict = field(default_factory=dict)
 

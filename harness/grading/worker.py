@@ -45,8 +45,8 @@ def resolve(fn_name: str):
 
 
 def _json_ready(value):
-    """NaN/inf become None-free strings JSON can carry; keep floats as they are otherwise."""
-    return json.loads(json.dumps(value, default=str))
+    """A plain-JSON copy (numpy scalars and arrays become floats and lists; NaN stays NaN)."""
+    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
 def run_job(spec: dict) -> dict:
@@ -62,7 +62,9 @@ def run_job(spec: dict) -> dict:
         outcome = {"status": "failed", "failure": exc.to_dict()}
     except InputError as exc:
         # the challenge named something this machine cannot provide (dataset file, metric): ours
-        outcome = {"status": "failed", "failure": {"kind": "infra_error", "message": str(exc), "detail": None}}
+        # ("final": retrying cannot help until the organizer fixes it; a new `grade` run retries)
+        outcome = {"status": "failed", "final": True,
+                   "failure": {"kind": "infra_error", "message": str(exc), "detail": None}}
     except BaseException as exc:  # noqa: BLE001 - every other error is on our side
         outcome = {"status": "failed", "failure": {
             "kind": "infra_error", "message": f"{type(exc).__name__}: {exc}"[:500],

@@ -1,0 +1,367 @@
+"""Grading lifecycle on a real SQLite store with real worker processes.
+
+The job function is injected (``fake_job`` below, run by real worker subprocesses): it reads what
+to do from the submission's manifest ``extra.fake`` (values to report, sleep, a failure to raise,
+infra failures before succeeding) so the lifecycle can be driven exactly. Submissions are real
+folders with a real tiny ONNX encoder that the real loader accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import InputError, SubmissionFailure
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+JOB_FN = "test_grading_lifecycle:fake_job"
+VALUES = ["mig.discrete_mig", "sap.sap_score"]
+
+
+# ---- the injected job function (runs inside worker processes) ---------------------------------
+
+def fake_job(job: dict) -> dict:
+    manifest = json.loads((Path(job["submission_path"]) / "submission.json").read_text())
+    fake = manifest["extra"]["fake"]
+    record = os.environ.get("GRADING_TEST_RECORD")
+    if record:  # one line per execution: the test counts executions against endings
+        with open(record, "a") as fh:
+            fh.write(f"{job['submission']}|{job['dataset']}|{job['split']}|{job['attempt']}\n")
+    print(f"fake job {job['submission']} on {job['dataset']} attempt {job['attempt']}", flush=True)
+    time.sleep(fake.get("sleep", 0.0))
+    from harness import datasets
+
+    datasets.load(job["dataset"])  # real: an organizer file that is no dataset is our (infra) error
+    if job["attempt"] <= fake.get("infra_failures", 0):
+        raise RuntimeError("simulated infrastructure failure")
+    if "fail" in fake:
+        raise SubmissionFailure(fake["fail"], "simulated participant failure")
+    metrics = {}
+    for name, value in fake["values"].items():
+        metric, key = name.split(".")
+        value = float(value)
+        metrics.setdefault(metric, {})[key] = value
+        metrics[metric][key + "_ci95"] = [value - fake.get("ci", 0.01), value + fake.get("ci", 0.01)]
+    return {"dataset": {"name": job["dataset"], "factor_names": ["a", "b", "c"], "factor_sizes": [4, 5, 6]},
+            "preset": job["preset"], "seed": job["seed"], "metrics": metrics,
+            "timing": {"encode_s": 0.0, "metrics_s": {}, "total_s": 0.0, "images_encoded": 0}}
+
+
+# ---- fixtures ---------------------------------------------------------------------------------
+
+def write_onnx_encoder(path: Path, latent_dim: int = 3) -> None:
+    """A real ONNX encoder for 16x16x1 images: flatten, then one matrix (band means of the dummy)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.zeros((256, latent_dim), dtype=np.float32)
+    for k in range(min(latent_dim, 3)):
+        weights[5 * k * 16: (5 * k + 5) * 16, k] = 1.0 / 80.0
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["images"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "W"], ["codes"])],
+        "encoder",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 16, 16])],
+        [helper.make_tensor_value_info("codes", TensorProto.FLOAT, ["N", latent_dim])],
+        [numpy_helper.from_array(weights, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def make_submission(root: Path, name: str, fake: dict | None = None, participant: str | None = None) -> Path:
+    sub = root / name
+    sub.mkdir(parents=True)
+    write_onnx_encoder(sub / "encoder.onnx")
+    extra = {"fake": fake or {}}
+    if participant:
+        extra["participant"] = participant
+    (sub / "submission.json").write_text(json.dumps({
+        "name": name, "format": "onnx", "model": "encoder.onnx",
+        "input": {"channels": 1, "height": 16, "width": 16}, "latent_dim": 3, "outputs": ["mean"], "extra": extra,
+    }))
+    return sub
+
+
+CHALLENGE = """
+name = "test-challenge"
+[splits.public]
+datasets = ["dummy"]
+{private}
+[metrics]
+preset = "challenge"
+[ranking]
+method = "mean_rank"
+values = ["mig.discrete_mig", "sap.sap_score"]
+[limits]
+wall_seconds = 60
+memory_mb = 2048
+threads = 1
+[grading]
+max_attempts = {max_attempts}
+lease_seconds = {lease}
+"""
+
+
+def write_challenge(path: Path, *, private=False, max_attempts=3, lease=30) -> Path:
+    private_block = '[splits.private]\ndatasets = ["dummy", "private.bin"]' if private else ""
+    if private:
+        (path.parent / "private.bin").write_bytes(b"organizer file")
+    path.write_text(CHALLENGE.format(private=private_block, max_attempts=max_attempts, lease=lease))
+    return path
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Worker processes import the fake job from this folder; record file counts executions."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    record = tmp_path / "executions.txt"
+    monkeypatch.setenv("GRADING_TEST_RECORD", str(record))
+    return record
+
+
+def _challenge(path):
+    from harness.grading import load_challenge
+
+    return load_challenge(path)
+
+
+# ---- tests ------------------------------------------------------------------------------------
+
+def test_lifecycle_failures_retries_logs_and_board(tmp_path, env):
+    from harness.grading import Store, build_board, grade, render
+
+    subs = tmp_path / "subs"
+    make_submission(subs, "alpha", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
+    make_submission(subs, "beta", {"values": {"mig.discrete_mig": 0.4, "sap.sap_score": 0.4}, "infra_failures": 1})
+    make_submission(subs, "crashy", {"fail": "runtime_error"})
+    make_submission(subs, "nanny", {"values": {"mig.discrete_mig": "nan", "sap.sap_score": 0.9}})
+    broken = subs / "broken"
+    broken.mkdir()
+    (broken / "submission.json").write_text("{not json")
+    challenge = _challenge(write_challenge(tmp_path / "c.toml"))
+    db = tmp_path / "g.db"
+    lines = []
+    summary = grade([subs], challenge, db, workers=2, job_fn=JOB_FN, echo=lines.append)
+    assert summary.counts == {"queued": 0, "running": 0, "finished": 3, "failed": 2}
+
+    with Store(db) as store:
+        jobs = {r["submission"]: r for r in store.jobs()}
+        assert jobs["alpha"]["state"] == "finished" and jobs["alpha"]["attempts"] == 1
+        assert json.loads(jobs["alpha"]["result"])["metrics"]["mig"]["discrete_mig"] == 0.5
+        # infra_error retried, then finished: two attempts, one ending
+        assert jobs["beta"]["state"] == "finished" and jobs["beta"]["attempts"] == 2
+        assert [e["event"] for e in store.events(jobs["beta"]["id"])] == ["queued", "running", "requeued", "running",
+                                                                          "finished"]
+        # participant failure: not retried, typed, log kept
+        assert (jobs["crashy"]["state"], jobs["crashy"]["failure_kind"], jobs["crashy"]["attempts"]) == \
+            ("failed", "runtime_error", 1)
+        assert "fake job crashy" in jobs["crashy"]["log"]
+        assert Path(jobs["crashy"]["log_path"]).read_text() == jobs["crashy"]["log"]
+        # unreadable submission: failed job with its kind, never run
+        assert jobs["broken"]["failure_kind"] == "invalid_submission" and jobs["broken"]["attempts"] == 0
+        assert "not valid JSON" in jobs["broken"]["failure_message"]
+        board = build_board(store, split="public")
+    assert [r.name for r in board.rows] == ["alpha", "beta"]  # mean ranks 1.5 each, alpha earlier
+    unranked = {u["name"]: u["reason"] for u in board.unranked}
+    assert set(unranked) == {"crashy", "nanny", "broken"}
+    assert "nan" in unranked["nanny"] and "runtime_error" in unranked["crashy"]
+    assert any("retrying beta" in line for line in lines)
+    text = render(board, "table")
+    assert "alpha" in text and "not ranked: nanny" in text
+
+
+def test_regrade_is_a_noop_unless_changed_or_asked(tmp_path, env):
+    from harness.grading import Store, grade
+
+    subs = tmp_path / "subs"
+    make_submission(subs, "alpha", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
+    sub_b = make_submission(subs, "beta", {"values": {"mig.discrete_mig": 0.4, "sap.sap_score": 0.4}})
+    challenge = _challenge(write_challenge(tmp_path / "c.toml"))
+    db = tmp_path / "g.db"
+    grade([subs], challenge, db, job_fn=JOB_FN)
+    assert len(env.read_text().splitlines()) == 2
+    again = grade([subs], challenge, db, job_fn=JOB_FN)
+    assert again.registered == {"new": 0, "requeued": 0, "unchanged": 2}
+    assert len(env.read_text().splitlines()) == 2  # nothing ran
+    # a changed submission is graded again; the old result goes to history
+    manifest = json.loads((sub_b / "submission.json").read_text())
+    manifest["extra"]["fake"]["values"]["mig.discrete_mig"] = 0.9
+    (sub_b / "submission.json").write_text(json.dumps(manifest))
+    changed = grade([subs], challenge, db, job_fn=JOB_FN)
+    assert changed.registered == {"new": 0, "requeued": 1, "unchanged": 1}
+    forced = grade([subs], challenge, db, job_fn=JOB_FN, regrade=["alpha"])
+    assert forced.registered == {"new": 0, "requeued": 1, "unchanged": 1}
+    assert len(env.read_text().splitlines()) == 4
+    with Store(db) as store:
+        history = store.db.execute("SELECT reason FROM history ORDER BY id").fetchall()
+        assert [h[0] for h in history] == ["submission changed", "regrade requested"]
+        beta = [r for r in store.jobs() if r["submission"] == "beta"][0]
+        assert json.loads(beta["result"])["metrics"]["mig"]["discrete_mig"] == 0.9
+    with pytest.raises(InputError, match="--regrade names no submission"):
+        grade([subs], challenge, db, job_fn=JOB_FN, regrade=["nobody"])
+
+
+def test_two_submissions_with_one_name_are_refused_with_both_paths(tmp_path, env):
+    from harness.grading import discover
+
+    a = make_submission(tmp_path / "a", "same", {"values": {}})
+    b = make_submission(tmp_path / "b", "same", {"values": {}})
+    with pytest.raises(InputError) as info:
+        discover([a, b])
+    assert str(a) in str(info.value) and str(b) in str(info.value)
+
+
+def test_participant_folders_and_manifest_participant(tmp_path, env):
+    from harness.grading import discover
+
+    root = tmp_path / "subs"
+    make_submission(root / "team-x", "x-one", {"values": {}})
+    make_submission(root / "team-x", "x-two", {"values": {}})
+    make_submission(root, "solo", {"values": {}})
+    make_submission(root, "tagged", {"values": {}}, participant="team-y")
+    found = {e.name: e.participant for e in discover([root])}
+    assert found == {"x-one": "team-x", "x-two": "team-x", "solo": "solo", "tagged": "team-y"}
+
+
+def _terminal_events(db):
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT job_id, event FROM events WHERE event IN ('finished', 'failed')").fetchall()
+    counts = {}
+    for job_id, _ in rows:
+        counts[job_id] = counts.get(job_id, 0) + 1
+    return counts
+
+
+def test_sigkill_at_any_moment_then_rerun_ends_every_job_exactly_once(tmp_path, env):
+    """Kill the real grader CLI with SIGKILL at random moments, rerun until done: each job ends once."""
+    subs = tmp_path / "subs"
+    rng = random.Random(7)  # the kill moments come from this seed
+    expected = {}
+    for i in range(8):
+        fake = {"values": {"mig.discrete_mig": i / 10, "sap.sap_score": (7 - i) / 10}, "sleep": 0.2 + 0.1 * (i % 3)}
+        if i == 5:
+            fake = {"fail": "bad_output", "sleep": 0.2}
+        make_submission(subs, f"sub{i}", fake)
+        expected[f"sub{i}"] = fake
+    challenge = write_challenge(tmp_path / "c.toml", private=True, max_attempts=20, lease=5)
+    db = tmp_path / "g.db"
+    cmd = [sys.executable, "-m", "harness", "grade", str(subs), "--challenge", str(challenge), "--db", str(db),
+           "--workers", "2", "--job-fn", JOB_FN]
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+        time.sleep(rng.uniform(0.3, 2.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2
+    final = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert final.returncode == 0, final.stderr
+
+    from harness.grading import Store
+
+    with Store(db) as store:
+        jobs = store.jobs()
+        assert len(jobs) == 8 * 3  # public dummy, private dummy + private file
+        for row in jobs:
+            fake = expected[row["submission"]]
+            if row["dataset"].endswith("private.bin") or "fail" in fake:
+                assert row["state"] == "failed"
+            else:
+                assert row["state"] == "finished"
+                metrics = json.loads(row["result"])["metrics"]
+                assert metrics["mig"]["discrete_mig"] == fake["values"]["mig.discrete_mig"]
+        assert set(_terminal_events(db).values()) == {1}
+        assert len(_terminal_events(db)) == len(jobs)
+        executions = env.read_text().splitlines()
+        assert len(executions) >= len(jobs)  # killed attempts ran again; each still ended once
+        # no worker outlived its killed grader
+        assert not [r for r in store.jobs(state="running")]
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path / "g.db.logs") not in ps
+
+
+def test_expired_lease_of_another_host_is_requeued(tmp_path, env):
+    from harness.grading import Store, grade
+
+    subs = tmp_path / "subs"
+    make_submission(subs, "alpha", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
+    challenge = _challenge(write_challenge(tmp_path / "c.toml", lease=1))
+    db = tmp_path / "g.db"
+    from harness.grading.discover import discover
+
+    with Store(db) as store:
+        store.register(discover([subs]), challenge)
+        store.db.execute("INSERT INTO runs VALUES ('elsewhere', 'other-host', 1, '0', 0, 'grade')")
+        job = store.claim("elsewhere", lease_seconds=0.2)
+        assert job["state"] == "running"
+        assert store.recover(max_attempts=3) == []  # lease still valid: another machine may be working
+        time.sleep(0.3)
+        # a late result from the lost attempt is dropped once the job was taken back
+        assert store.recover(max_attempts=3) == [job["id"]]
+        assert store.finish(job["id"], "elsewhere", 1, {"status": "ok", "evaluation": {}}, max_attempts=3) is None
+    grade([subs], challenge, db, job_fn=JOB_FN)
+    with Store(db) as store:
+        row = store.jobs()[0]
+        assert (row["state"], row["attempts"]) == ("finished", 2)
+        assert [e["event"] for e in store.events(row["id"])] == [
+            "queued", "running", "requeued", "stale_result_dropped", "running", "finished"]
+
+
+def test_cli_grade_status_leaderboard_formats(tmp_path, env):
+    subs = tmp_path / "subs"
+    make_submission(subs, "alpha", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}, "ci": 0.2})
+    make_submission(subs, "beta", {"values": {"mig.discrete_mig": 0.45, "sap.sap_score": 0.25}, "ci": 0.2})
+    make_submission(subs, "gamma", {"values": {"mig.discrete_mig": 0.1, "sap.sap_score": 0.05}, "ci": 0.001})
+    make_submission(subs, "oops", {"fail": "timeout"})
+    challenge = write_challenge(tmp_path / "c.toml", private=True)
+    db = tmp_path / "g.db"
+    run = lambda *args: subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+                                       cwd=tmp_path)
+    out = run("grade", str(subs), "--challenge", str(challenge), "--db", str(db), "--job-fn", JOB_FN,
+              "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    assert "failed oops on dummy (public): timeout" in out.stderr
+    status = run("status", "--db", str(db))
+    assert status.returncode == 0
+    assert "12 job(s): 0 queued, 0 running, 6 finished, 6 failed" in status.stdout
+    assert "oops on dummy (public): timeout: simulated participant failure" in status.stdout
+    table = run("leaderboard", "--db", str(db)).stdout
+    assert table.splitlines()[4].split()[:2] == ["1", "alpha"]
+    assert "0.500 [0.300, 0.700]" in table
+    data = json.loads(run("leaderboard", "--db", str(db), "--format", "json").stdout)
+    assert [e["submission"] for e in data["entries"]] == ["alpha", "beta", "gamma"]
+    # alpha and beta overlap on both values (wide intervals); gamma is apart from beta
+    assert [e["overlap_flag"] for e in data["entries"]] == [True, True, False]
+    assert data["entries"][0]["values"]["mig.discrete_mig"]["ci95"] == pytest.approx([0.3, 0.7])
+    csv_text = run("leaderboard", "--db", str(db), "--format", "csv").stdout
+    assert csv_text.splitlines()[1].startswith("1,alpha,alpha,1.0000,0.5,")
+    md = run("leaderboard", "--db", str(db), "--format", "md").stdout
+    assert md.count("\n| ") == 4 and "~ :" in md
+    html_out = tmp_path / "board.html"
+    assert run("leaderboard", "--db", str(db), "--format", "html", "--out", str(html_out)).returncode == 0
+    assert "<table>" in html_out.read_text() and "alpha" in html_out.read_text()
+    # private board only when asked; it has the organizer file, on which every fake job failed
+    private = json.loads(run("leaderboard", "--db", str(db), "--split", "private", "--format", "json").stdout)
+    assert private["split"] == "private" and private["entries"] == []
+    reasons = {u["name"]: u["reason"] for u in private["unranked"]}
+    assert "timeout" in reasons.pop("oops") and all("private.bin" in r for r in reasons.values())
+    # bad input: one line, exit 2
+    missing = run("status", "--db", str(tmp_path / "nope.db"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no grading store")
+    bad = run("grade", str(subs), "--challenge", str(tmp_path / "none.toml"), "--db", str(db))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
