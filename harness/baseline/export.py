@@ -233,22 +233,70 @@ def verify_export(wrapper, model_path, format, input_shape, with_logvar, *, atol
 
 
 def validate_submission(path) -> list[str]:
-    """Run the submission checks that exist in this installation; returns the names of those that ran."""
-    import harness.submission as submission
+    """Run the submission checks that exist in this installation; returns the names of those that ran.
 
-    ran = []
+    ``harness.submission.load`` (manifest, files, no pickles) always; the sandboxed
+    ``harness.submission.validate`` (model loaded in the sandbox, probe batches) where it is installed.
+    """
+    from harness.submission import load
+
     try:
-        with submission.load(path):
-            ran.append("submission.load")
-        try:
-            import harness.submission.validate  # noqa: F401 - lands with the sandbox
-        except ImportError:
-            return ran
-        report = submission.validate(path)
-        ok = getattr(report, "ok", report.get("ok", True) if isinstance(report, dict) else True)
-        if not ok:
-            raise InputError(f"harness validate rejected the export: {report}")
-        ran.append("submission.validate")
+        with load(path):
+            pass
     except SubmissionFailure as exc:
         raise InputError(f"the exported submission does not validate: {exc}") from None
-    return ran
+    try:
+        from harness.submission.validate import validate
+    except ImportError:
+        return ["submission.load"]
+    report = validate(path)
+    if not report.get("ok"):
+        raise InputError(f"harness validate rejected the export: {report.get('verdict') or report.get('failure')}")
+    return ["submission.load", "harness validate (" + ", ".join(c["name"] for c in report.get("checks", [])) + ")"]
+
+
+def load_encoder_factory(spec: str, *, weights=None) -> nn.Module:
+    """Build a participant's encoder from ``"package.module:callable"`` (the callable returns an ``nn.Module``).
+
+    The module is imported with the current directory on ``sys.path``, so ``my_encoder.py`` next to
+    the command works. ``weights`` is an optional safetensors file of the module's ``state_dict``
+    (loaded strictly, without unpickling).
+    """
+    import importlib
+    import os
+    import sys
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InputError(f"expected a checkpoint file or 'module:callable', got {spec!r}")
+    added = os.getcwd() not in sys.path
+    if added:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"cannot import {module_name!r} for {spec!r}: {exc}") from None
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise InputError(f"{module_name!r} has no attribute {attr!r}")
+    encoder = factory() if not isinstance(factory, nn.Module) else factory
+    if not isinstance(encoder, nn.Module):
+        raise InputError(f"{spec} must be an nn.Module or return one, got {type(encoder).__name__}")
+    if weights is not None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"cannot read weights {weights}: {exc} (expected a safetensors file)") from None
+        try:
+            encoder.load_state_dict(state)
+        except RuntimeError as exc:
+            raise InputError(f"weights {weights} do not fit {spec}: {str(exc).splitlines()[0]}") from None
+    return encoder
