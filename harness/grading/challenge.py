@@ -143,6 +143,8 @@ class _Problem:
             m = re.fullmatch(r"\[\s*([^\[\]]+?)\s*\]", line)
             if m:
                 current = m.group(1).replace(" ", "").replace('"', "")
+                if key is not None and current == (f"{table}.{key}" if table else key):
+                    return number  # the key is a sub-table: [ranking.extra]
                 if current == table:
                     header_line = number
                 continue

@@ -123,6 +123,9 @@ class WorkerProcess:
         if self.outcome_path.exists():
             self.outcome_path.unlink()
         env = dict(os.environ, HARNESS_GRADER_PID=str(os.getpid()), PYTHONUNBUFFERED="1")
+        threads = str(spec.get("threads") or 1)  # the metrics' BLAS/OpenMP pools: one job, its share of cores
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+            env[var] = threads
         self._log = open(self.log_path, "ab")
         self.started = time.time()
         self.proc = subprocess.Popen(
