@@ -1,0 +1,41 @@
+"""The Dask path: a real LocalCluster on loopback, one task per job, results written by the grader."""
+
+import json
+
+import pytest
+
+from test_grading_lifecycle import JOB_FN, _challenge, env, make_submission, write_challenge  # noqa: F401
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture
+def cluster():
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as c:
+        yield c
+
+
+def test_dask_grades_one_task_per_job_and_retries_infra(tmp_path, env, cluster):
+    from harness.grading import Store, build_board, grade
+
+    subs = tmp_path / "subs"
+    make_submission(subs, "alpha", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
+    # fails on our side on its first try: Dask's retry runs it again
+    make_submission(subs, "beta", {"values": {"mig.discrete_mig": 0.6, "sap.sap_score": 0.2}, "infra_failures": 1})
+    make_submission(subs, "gamma", {"fail": "memory_exceeded"})
+    challenge = _challenge(write_challenge(tmp_path / "c.toml"))
+    db = tmp_path / "g.db"
+    summary = grade([subs], challenge, db, scheduler=cluster.scheduler_address, job_fn=JOB_FN)
+    assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    assert summary.counts == {"queued": 0, "running": 0, "finished": 2, "failed": 1}
+    executions = env.read_text().splitlines()
+    assert sorted(executions) == ["alpha|dummy|public|1", "beta|dummy|public|1", "beta|dummy|public|1",
+                                  "gamma|dummy|public|1"]
+    with Store(db) as store:
+        rows = {r["submission"]: r for r in store.jobs()}
+        assert rows["gamma"]["failure_kind"] == "memory_exceeded"
+        assert "fake job gamma" in rows["gamma"]["log"]  # the log came back from the worker
+        assert json.loads(rows["beta"]["result"])["metrics"]["sap"]["sap_score"] == 0.2
+        board = build_board(store)
+    assert [r.name for r in board.rows] == ["alpha", "beta"]
