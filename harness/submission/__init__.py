@@ -10,8 +10,8 @@ from harness.submission.manifest import FORMATS, MANIFEST_NAME, MANIFEST_SCHEMA,
 
 
 def validate(path, **options):
-    """See :func:`harness.submission.validate.validate`."""
-    from harness.submission.validate import validate as _validate
+    """See :func:`harness.submission.validation.validate`."""
+    from harness.submission.validation import validate as _validate
 
     return _validate(path, **options)
 

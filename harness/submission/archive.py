@@ -44,9 +44,7 @@ def _safe_relpath(name: str) -> str:
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise _invalid(f"archive member {name!r} points outside the archive ('..'); use plain relative paths")
-    if not parts:
-        raise _invalid(f"archive member {name!r} has an empty path")
-    return posixpath.join(*parts)
+    return posixpath.join(*parts) if parts else ""  # "" is the archive's root folder ("./")
 
 
 class _Budget:
@@ -91,9 +89,12 @@ def _unpack_zip(path: str, dest: str, budget: _Budget):
             budget.member()
             rel = _safe_relpath(info.filename)
             mode = info.external_attr >> 16
-            if mode and (stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+            # no file-type bits (Windows zippers, ZipFile.open("w")) means a plain file
+            if stat.S_IFMT(mode) and (stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
                 kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
                 raise _invalid(f"archive member {info.filename!r} is {kind}; only plain files are allowed")
+            if not rel and not info.is_dir():
+                raise _invalid(f"archive member {info.filename!r} has an empty name")
             target = os.path.join(dest, rel)
             if info.is_dir():
                 os.makedirs(target, exist_ok=True)
@@ -120,6 +121,8 @@ def _unpack_tar(path: str, dest: str, budget: _Budget):
                 if not (member.isreg() or member.isdir()):
                     raise _invalid(f"archive member {member.name!r} is a device, FIFO or other special "
                                    "file; only plain files are allowed")
+                if not rel and not member.isdir():
+                    raise _invalid(f"archive member {member.name!r} has an empty name")
                 target = os.path.join(dest, rel)
                 if member.isdir():
                     os.makedirs(target, exist_ok=True)
