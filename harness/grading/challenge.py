@@ -70,7 +70,7 @@ class Challenge:
     limits: Limits = Limits()
     backend: str = "process"
     device: str = "cpu"
-    image: str = "harness-grader:latest"
+    image: str | None = None  # docker image; None: $HARNESS_DOCKER_IMAGE or harness-grader:latest
     max_attempts: int = 3
     lease_seconds: float = 120.0
     log_cap_kb: int = 64
@@ -122,7 +122,7 @@ class Challenge:
             metric_names=d["metrics"], metric_params=d["metric_params"], seed=d["seed"],
             ranking_method=r["method"], ranking_values=r["values"], lower_is_better=r["lower_is_better"],
             limits=Limits(**d["limits"]), backend=d["backend"], device=d["device"],
-            image=d["image"] or "harness-grader:latest", max_attempts=d["max_attempts"],
+            image=d["image"], max_attempts=d["max_attempts"],
             lease_seconds=d["lease_seconds"], log_cap_kb=d["log_cap_kb"],
         )
 
@@ -343,7 +343,9 @@ def parse_challenge(text: str, *, path="challenge.toml") -> Challenge:
     if backend not in BACKENDS:
         raise p.error("sandbox", "backend", f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
     device = typed("sandbox", "device", sb.get("device", "cpu"), str, "a string")
-    image = typed("sandbox", "image", sb.get("image", "harness-grader:latest"), str, "a string")
+    image = sb.get("image")
+    if image is not None:
+        typed("sandbox", "image", image, str, "a string")
     g = doc.get("grading", {})
     max_attempts = typed("grading", "max_attempts", g.get("max_attempts", 3), int, "an integer")
     lease = typed("grading", "lease_seconds", g.get("lease_seconds", 120), (int, float), "a number of seconds")

@@ -3,7 +3,8 @@
 The grader is the only writer of results. Executors only run attempts and hand outcomes back:
 - :class:`LocalExecutor`: ``workers`` worker processes on this machine (``--workers N``);
 - :class:`DaskExecutor`: one Dask task per job on a distributed cluster (``--scheduler ADDRESS``);
-- with ``[sandbox] backend = "docker"`` each attempt is one container (:mod:`harness.sandbox.docker`).
+- with ``[sandbox] backend = "docker"`` each job's encoder runs in its own container
+  (:mod:`harness.sandbox.docker`); the metrics run in the worker process.
 """
 
 from __future__ import annotations
@@ -32,17 +33,16 @@ class GradeSummary:
 
 def job_spec(row, challenge: Challenge, job_fn: str | None) -> dict:
     """What a worker needs to run one attempt (plain JSON: it crosses processes and machines)."""
-    backend = challenge.backend
     return {
         "job_fn": job_fn or DEFAULT_JOB_FN,
         "threads": challenge.limits.threads,
+        "docker_image": challenge.image if challenge.backend == "docker" else None,
         "job": {
             "id": row["id"], "attempt": row["attempts"], "submission": row["submission"],
             "submission_path": row["path"], "dataset": row["dataset"], "split": row["split"],
             "preset": challenge.preset, "metrics": challenge.metric_names,
             "metric_params": challenge.metric_params, "seed": challenge.seed,
-            # inside a job container the encoder runs under the process backend's layers
-            "backend": "process" if backend == "docker" else backend,
+            "backend": challenge.backend,  # docker: the job's encoder session is its container
             "device": challenge.device, "limits": vars(challenge.limits),
         },
     }
@@ -62,21 +62,11 @@ class LocalExecutor:
         self.capacity = workers
         self.challenge = challenge
         self.running: dict[int, tuple[int, object]] = {}
-        self.docker = None
-        if challenge.backend == "docker":
-            from harness.sandbox import docker as docker_backend
-
-            self.docker = docker_backend
 
     def submit(self, job_id: int, attempt: int, spec: dict, workdir: Path) -> None:
         cap = self.challenge.log_cap_kb * 1024
         limit = _grader_time_limit(self.challenge)
-        if self.docker is not None:
-            handle = self.docker.JobContainer(spec, workdir, image=self.challenge.image,
-                                              limits=self.challenge.limits, log_cap_bytes=cap, time_limit=limit)
-        else:
-            handle = WorkerProcess(spec, workdir, log_cap_bytes=cap, time_limit=limit)
-        self.running[job_id] = (attempt, handle)
+        self.running[job_id] = (attempt, WorkerProcess(spec, workdir, log_cap_bytes=cap, time_limit=limit))
 
     def poll(self):
         done = []

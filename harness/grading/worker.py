@@ -126,6 +126,8 @@ class WorkerProcess:
         threads = str(spec.get("threads") or 1)  # the metrics' BLAS/OpenMP pools: one job, its share of cores
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
             env[var] = threads
+        if spec.get("docker_image"):
+            env["HARNESS_DOCKER_IMAGE"] = spec["docker_image"]
         self._log = open(self.log_path, "ab")
         self.started = time.time()
         self.proc = subprocess.Popen(

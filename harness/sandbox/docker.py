@@ -1,36 +1,374 @@
-"""Extension point: the ``docker`` backend (container details belong to issue 7, grading).
+"""The ``docker`` backend: the sandboxed child in its own container (one per encoder session, so one
+per grading job).
 
-:class:`harness.sandbox.backends.DockerBackend` delegates to the four functions below. A complete
-implementation runs the *same* launcher (``backends.python_command(sd.lib)``) inside a container
-built from local files, with the sandbox folder mounted at the same paths (``sd.lib`` and
-``sd.model`` read-only, ``sd.scratch`` read-write), ``docker run -i --rm --network none
---memory ... --pids-limit ... --cpus ... --read-only --cap-drop ALL --security-opt no-new-privileges``,
-so that stdin/stdout carry the wire protocol (:mod:`harness.sandbox.protocol`) and stderr the
-model's log. The launcher then applies Landlock/seccomp/rlimits inside the container as usual
-(``launcher_layers`` says which), and ``cfg["external_layers"]`` should name what Docker added.
+:class:`harness.sandbox.backends.DockerBackend` delegates to ``available``, ``launcher_layers``,
+``spawn`` and ``kill`` here. The container is created through the Docker SDK with
 
-Until then ``available()`` says why the backend cannot be used, and ``open_encoder(...,
-backend="docker")`` fails with an ``infra_error`` (never counted against a participant).
+- no network (``network_mode="none"``), its own PID/IPC/UTS/mount namespaces;
+- a read-only root filesystem, a small ``/tmp`` tmpfs, all capabilities dropped,
+  ``no-new-privileges``, an unprivileged user;
+- memory (no swap), pids and CPU limits from :class:`harness.sandbox.Limits`;
+- the sandbox folder mounted at fixed paths: ``/sandbox/lib`` (the launcher, read-only),
+  ``/sandbox/model`` (the submission, read-only), ``/sandbox/scratch`` (its only writable place).
+
+The launcher then runs inside with the image's own interpreter and applies its own layers on top
+(rlimits, Landlock and seccomp where the engine allows them). Its stdin/stdout carry the wire
+protocol and stderr the model's log, through ``docker start --attach --interactive`` (the SDK's
+attach socket multiplexes the streams; the CLI gives the plain pipes the session expects).
+
+The image is ``$HARNESS_DOCKER_IMAGE`` (default ``harness-grader:latest``, built from the
+repository's ``Dockerfile``); it needs Python with numpy and the model runtimes, at
+``$HARNESS_DOCKER_PYTHON`` (default ``/usr/local/bin/python3``). Where no registry can be reached,
+:func:`build_image_from_host` makes one from this machine's own Python install.
 """
 
 from __future__ import annotations
 
+import ctypes.util
+import json
+import os
+import shutil
 import subprocess
+import sys
+import tarfile
+import tempfile
+
+DEFAULT_IMAGE = "harness-grader:latest"
+DEFAULT_PYTHON = "/usr/local/bin/python3"
+CONTAINER_ROOT = "/sandbox"
+LABEL = "org.harness.sandbox"
+READ_PATHS_LABEL = LABEL + ".read_paths"  # where the image keeps Python, when not under /usr
+_RUNTIME_MODULES = ("numpy", "onnx", "onnxruntime", "pyseccomp")
+
+# The bootstrap uses the image's own interpreter paths: the grader's paths mean nothing inside.
+_BOOTSTRAP = ("import sys, sysconfig; p = sysconfig.get_paths(); "
+              "sys.path[:] = [{lib!r}] + list(dict.fromkeys(p[k] for k in ('stdlib', 'platstdlib', 'purelib', "
+              "'platlib'))) + [p['stdlib'] + '/lib-dynload']; "
+              "from harness.sandbox.launcher import main; main()")
+
+
+def image_name() -> str:
+    return os.environ.get("HARNESS_DOCKER_IMAGE") or DEFAULT_IMAGE
+
+
+def python_path() -> str:
+    return os.environ.get("HARNESS_DOCKER_PYTHON") or DEFAULT_PYTHON
+
+
+def client(timeout: int = 30):
+    import docker
+
+    return docker.from_env(timeout=timeout)
 
 
 def available() -> tuple[bool, str]:
-    return False, "the docker backend's container is not built yet (issue 7); use 'process' or 'bwrap'"
+    """Whether a container can be started here: SDK installed, engine reachable, image present."""
+    try:
+        import docker
+    except ImportError:
+        return False, "the Docker SDK is not installed (pip install 'harness[docker]')"
+    try:
+        c = client(timeout=10)
+        c.ping()
+    except Exception as exc:  # noqa: BLE001 - any engine problem means "not available"
+        return False, f"no Docker engine reachable ({type(exc).__name__}: {str(exc)[:150]})"
+    try:
+        c.images.get(image_name())
+    except docker.errors.ImageNotFound:
+        return False, (f"image {image_name()!r} not found: build it with `docker build -t {DEFAULT_IMAGE} .` in the "
+                       "repository, or set HARNESS_DOCKER_IMAGE")
+    except Exception as exc:  # noqa: BLE001
+        return False, f"cannot inspect image {image_name()!r}: {exc}"
+    finally:
+        c.close()
+    if shutil.which("docker") is None:
+        return False, "the docker command-line client is not installed (it carries the session's pipes)"
+    return True, "ok"
 
 
 def launcher_layers(limits, device: str) -> dict:
-    """Layers the launcher applies itself inside the container (namespaces come from Docker)."""
-    return {"namespaces": False, "landlock": True, "seccomp": True, "rlimits": True, "uid": None,
+    """Layers the launcher applies itself inside the container.
+
+    Namespaces come from Docker; ``uid`` is the unprivileged user Docker starts the child as (the
+    session prepares the sandbox folder for it; the launcher need not switch).
+    """
+    from harness.sandbox.backends import sandbox_uid
+
+    uid = sandbox_uid() if os.geteuid() == 0 else os.geteuid()
+    return {"namespaces": False, "landlock": True, "seccomp": True, "rlimits": True, "uid": uid,
             "no_new_privs": True}
 
 
-def spawn(sd, cfg: dict) -> subprocess.Popen:  # pragma: no cover - filled by issue 7
-    raise NotImplementedError("docker backend: see harness/sandbox/docker.py")
+def _to_container(value, host_root: str):
+    """Rewrite sandbox-folder paths (host) to their fixed container paths, recursively."""
+    if isinstance(value, str):
+        return CONTAINER_ROOT + value[len(host_root):] if value.startswith(host_root) else value
+    if isinstance(value, list):
+        return [_to_container(v, host_root) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_container(v, host_root) for k, v in value.items()}
+    return value
 
 
-def kill(proc, sd) -> None:  # pragma: no cover - filled by issue 7
-    """Stop the container (``docker kill``); the caller also kills the client's process group."""
+def container_options(*, image: str, command: list, mounts: dict, limits, uid: int | None, env: dict,
+                      devices=()) -> dict:
+    """Keyword arguments of ``docker.containers.create`` for one sandboxed child.
+
+    ``mounts``: host path -> (container path, "ro" | "rw").
+    """
+    memory = f"{int(limits.memory_mb)}m" if getattr(limits, "memory_mb", None) else None
+    options = {
+        "image": image,
+        "command": command,
+        "stdin_open": True,
+        "network_mode": "none",
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": int(getattr(limits, "max_processes", None) or 256),
+        "nano_cpus": int(max(1, getattr(limits, "threads", 1)) * 1e9),
+        "tmpfs": {"/tmp": "rw,noexec,nosuid,size=64m"},
+        "volumes": {host: {"bind": inside, "mode": mode} for host, (inside, mode) in mounts.items()},
+        "environment": env,
+        "working_dir": env.get("HOME", "/"),
+        "labels": {LABEL: "1"},
+        "ipc_mode": "none",
+        "devices": [f"{d}:{d}:rw" for d in devices],
+    }
+    if memory:
+        options["mem_limit"] = memory
+        options["memswap_limit"] = memory  # no swap: memory beyond the limit is an OOM kill
+    if uid is not None:
+        options["user"] = f"{uid}:{uid}"
+    return options
+
+
+class ContainerProcess(subprocess.Popen):
+    """``docker start -ai`` for one container: its pipes are the child's; exit codes 128+n read as
+    signal n, as a plain child's would (137: SIGKILL, e.g. the OOM killer)."""
+
+    container_id: str = ""
+
+    def _map(self):
+        if self.returncode is not None and self.returncode > 128:
+            self.returncode = -(self.returncode - 128)
+        return self.returncode
+
+    def poll(self):
+        super().poll()
+        return self._map()
+
+    def wait(self, timeout=None):
+        super().wait(timeout)
+        return self._map()
+
+
+def spawn(sd, cfg: dict) -> subprocess.Popen:
+    """Create the container (SDK), then attach its stdio and start it (CLI)."""
+    from harness.sandbox.backends import clean_env
+
+    inner = {k: CONTAINER_ROOT + "/" + k for k in ("lib", "model", "scratch", "stage")}
+    uid = cfg["layers"].get("uid")
+    cfg["layers"]["uid"] = None  # docker starts it as that user already
+    cfg["rlimits"]["max_processes"] = None  # the pids limit does it, per container
+    host_root = sd.root
+    for key, value in list(cfg.items()):
+        if key != "layers":
+            cfg[key] = _to_container(value, host_root)
+    # the grader's interpreter paths mean nothing inside; the image names its own when outside /usr
+    cfg["read_paths"] = [p for p in cfg["read_paths"] if not p.startswith((sys.prefix, sys.base_prefix))]
+    cfg["expose_paths"] = []
+    cfg["devices"] = [d for d in cfg["devices"] if d == "/dev/null"]
+    limits = _Limits(cfg)
+    env = _to_container(clean_env(sd, cfg["threads"]), host_root)
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    options = container_options(
+        image=image_name(), command=[python_path(), "-I", "-S", "-B", "-c", _BOOTSTRAP.format(lib=inner["lib"])],
+        mounts={sd.lib: (inner["lib"], "ro"), sd.model: (inner["model"], "ro"), sd.scratch: (inner["scratch"], "rw")},
+        limits=limits, uid=uid, env=env,
+    )
+    c = client()
+    try:
+        labels = c.images.get(options["image"]).labels or {}
+        cfg["read_paths"] += [p for p in labels.get(READ_PATHS_LABEL, "").split(":") if p]
+        container = c.containers.create(**options)
+    except Exception as exc:  # noqa: BLE001 - surfaced by the session as infra_error
+        raise OSError(f"docker could not create the container: {exc}") from None
+    finally:
+        c.close()
+    cfg["external_layers"] = [
+        f"docker:net=none,pid,ipc,uts,mount,read_only,cap_drop=ALL,no_new_privileges,user={uid},"
+        f"memory={options.get('mem_limit')},pids={options['pids_limit']},cpus={options['nano_cpus'] / 1e9:g}"]
+    proc = ContainerProcess(["docker", "start", "--attach", "--interactive", container.id],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, close_fds=True, bufsize=0)
+    proc.container_id = container.id
+    return proc
+
+
+class _Limits:
+    """The limits docker enforces, read back from the launcher configuration."""
+
+    def __init__(self, cfg):
+        rl = cfg["rlimits"]
+        self.memory_mb = rl.get("memory_mb")
+        self.max_processes = 256
+        self.threads = cfg["threads"]
+
+
+def kill(proc, sd) -> None:
+    """Kill and remove the container (the caller also kills the attached client's process group)."""
+    cid = getattr(proc, "container_id", None)
+    if not cid:
+        return
+    try:
+        c = client()
+        try:
+            c.containers.get(cid).remove(force=True)
+        finally:
+            c.close()
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+def oom_killed(container_id: str) -> bool:
+    c = client()
+    try:
+        return bool(c.containers.get(container_id).attrs["State"].get("OOMKilled"))
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        c.close()
+
+
+# ---- images without a registry ----------------------------------------------------------------
+
+def _runtime_files(modules) -> tuple[list[str], list[str]]:
+    """(package paths, shared libraries) this interpreter needs to import ``modules``."""
+    probe = (
+        "import importlib, json, sys\n"
+        f"for m in {list(modules)!r}:\n"
+        "    importlib.import_module(m)\n"
+        "print(json.dumps(sorted({getattr(m, '__file__', None) or '' for m in sys.modules.values()} - {''})))\n"
+    )
+    files = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                      check=True).stdout)
+    site = [p for p in {os.path.realpath(p) for p in __import__("site").getsitepackages()}]
+    packages = set()
+    for f in files:
+        f = os.path.realpath(f)
+        for s in site:
+            if f.startswith(s + os.sep):
+                top = f[len(s) + 1:].split(os.sep)[0]
+                packages.add(os.path.join(s, top))
+                if os.path.isdir(os.path.join(s, top.split(".")[0] + ".libs")):
+                    packages.add(os.path.join(s, top.split(".")[0] + ".libs"))
+    return sorted(packages), []
+
+
+def _shared_libraries(paths) -> set[str]:
+    """Every shared library the ELF files under ``paths`` load (ldd closure), plus the loader."""
+    libs = set()
+    elves = []
+    for p in paths:
+        if os.path.isfile(p):
+            elves.append(p)
+            continue
+        for dirpath, _, names in os.walk(p):
+            elves += [os.path.join(dirpath, n) for n in names if ".so" in n]
+    for elf in elves:
+        out = subprocess.run(["ldd", elf], capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            parts = line.split("=>")
+            target = (parts[1] if len(parts) == 2 else parts[0]).strip().split(" (")[0].strip()
+            if target.startswith("/") and os.path.exists(target):
+                # the name the loader asks for, in its merged-/usr folder, and the file it points to
+                libs.add(os.path.join(os.path.realpath(os.path.dirname(target)), os.path.basename(target)))
+                libs.add(os.path.realpath(target))
+    return libs
+
+
+def _ldconfig_paths(soname: str) -> set[str]:
+    out = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True).stdout
+    paths = set()
+    for line in out.splitlines():
+        if line.strip().startswith(soname) and "=>" in line:
+            target = line.split("=>")[1].strip()
+            paths.add(os.path.join(os.path.realpath(os.path.dirname(target)), os.path.basename(target)))
+            paths.add(os.path.realpath(target))
+    return paths
+
+
+def build_image_from_host(tag: str, *, modules=_RUNTIME_MODULES, extra_paths=()) -> str:
+    """Build an image from this machine's Python (stdlib + the packages ``modules`` need + the shared
+    libraries they load) with ``docker import``: no registry, no network. Returns the image id.
+
+    The interpreter is linked at ``/usr/local/bin/python3`` (the backend's default). Every file is
+    made world-readable so that the unprivileged container user can run it.
+    """
+    prefix = os.path.realpath(sys.base_prefix)
+    stdlib = os.path.dirname(os.__file__)
+    packages, _ = _runtime_files(modules)
+    exe = os.path.realpath(sys.executable)
+    members = [exe, stdlib] + packages + list(extra_paths)
+    libdir = os.path.join(prefix, "lib")
+    members += [os.path.join(libdir, n) for n in os.listdir(libdir)
+                if n.startswith("libpython") and (n.endswith(".so") or ".so." in n)]
+    members += sorted(_shared_libraries([exe, os.path.join(stdlib, "lib-dynload")] + packages))
+    # ctypes finds libseccomp through `ldconfig -p` (the launcher's seccomp layer)
+    seccomp = ctypes.util.find_library("seccomp")
+    if seccomp:
+        members += sorted(_shared_libraries([]) | {p for p in _ldconfig_paths(seccomp)})
+    members += [p for p in ("/etc/ld.so.cache", "/etc/passwd", "/etc/group", "/lib64", "/bin", "/lib", "/sbin",
+                            os.path.realpath("/sbin/ldconfig")) if os.path.lexists(p)]
+    site_dir = os.path.join(stdlib, "site-packages")
+    entries: dict[str, str | None] = {}  # path in the image -> host path (None: a plain folder)
+    for m in members:
+        if os.path.isdir(m) and not os.path.islink(m):
+            for dirpath, dirnames, names in os.walk(m):
+                if m == stdlib and (dirpath == site_dir or dirpath.startswith(site_dir + os.sep)):
+                    dirnames[:] = []
+                    continue
+                entries[dirpath] = dirpath
+                for n in dirnames + names:
+                    full = os.path.join(dirpath, n)
+                    if not os.path.isdir(full) or os.path.islink(full):
+                        entries[full] = full
+        else:
+            entries[m] = m
+    for path in list(entries):  # every parent folder, world-traversable (/root in a pyenv install)
+        parent = os.path.dirname(path)
+        while parent not in ("/", "") and parent not in entries:
+            entries[parent] = None
+            parent = os.path.dirname(parent)
+    for d in ("/usr/local/bin", "/tmp", "/sandbox/lib", "/sandbox/model", "/sandbox/scratch", "/sandbox/stage"):
+        entries.setdefault(d, None)
+    with tempfile.TemporaryDirectory(prefix="harness-image-") as tmp:
+        tar_path = os.path.join(tmp, "rootfs.tar")
+        with tarfile.open(tar_path, "w") as tar:
+            for path in sorted(entries):
+                host = entries[path]
+                if host is None:
+                    info = tarfile.TarInfo(path.lstrip("/"))
+                    info.type, info.mode = tarfile.DIRTYPE, 0o1777 if path == "/tmp" else 0o755
+                    tar.addfile(info)
+                    continue
+                info = tar.gettarinfo(host, arcname=path.lstrip("/"))
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mode |= 0o555 if info.isdir() or info.mode & 0o111 else 0o444
+                if info.isreg():
+                    with open(host, "rb") as fh:
+                        tar.addfile(info, fh)
+                elif info.isdir() or info.issym():
+                    tar.addfile(info)
+            link = tarfile.TarInfo("usr/local/bin/python3")
+            link.type, link.linkname = tarfile.SYMTYPE, exe
+            tar.addfile(link)
+        out = subprocess.run(["docker", "import", "--change", "ENV PATH=/usr/local/bin:/usr/bin:/bin",
+                              "--change", f"LABEL {LABEL}.image=host-python",
+                              "--change", f"LABEL {READ_PATHS_LABEL}={prefix}", tar_path, tag],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise OSError(f"docker import failed: {out.stderr.strip()[:300]}")
+        return out.stdout.strip()

@@ -1,0 +1,156 @@
+"""The docker backend: one locked-down container per encoder session, so one per grading job.
+
+Needs a running Docker engine (``.ci/docker-setup.sh`` starts Debian's ``docker.io`` where it can);
+without one these tests skip with the reason. No registry is reachable, so the test image is built
+from this machine's own Python with ``docker import`` (:func:`harness.sandbox.docker.build_image_from_host`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.sandbox import docker as docker_backend
+from test_grading_lifecycle import _challenge, env, make_submission, write_challenge  # noqa: F401
+
+TEST_IMAGE = "harness-test-host:latest"
+
+
+def sandbox_job(job: dict) -> dict:
+    """A job through the real sandbox: encode the dummy grid, report the container that ran it."""
+    from harness import datasets, sandbox, submission
+    from harness.sandbox import Limits
+
+    ds = datasets.load(job["dataset"])
+    images = ds.observations(np.arange(ds.num_observations))
+    with submission.load(job["submission_path"]) as sub, sandbox.open_encoder(
+            sub, backend=job["backend"], device="cpu",
+            limits=Limits(memory_mb=job["limits"]["memory_mb"], threads=job["limits"]["threads"])) as enc:
+        codes = enc.encode(images)
+        container = docker_backend.client().containers.get(enc._proc.container_id).attrs
+    factors = ds.index_to_factors(np.arange(ds.num_observations))
+    corr = [abs(np.corrcoef(codes[:, k], factors[:, k])[0, 1]) for k in range(3)]
+    host = container["HostConfig"]
+    return {"dataset": {"name": ds.name, "factor_names": ds.factor_names, "factor_sizes": ds.factor_sizes},
+            "preset": job["preset"], "seed": job["seed"],
+            "metrics": {"mig": {"discrete_mig": float(np.mean(corr))}, "sap": {"sap_score": float(min(corr))}},
+            "timing": {"encode_s": 0.0, "metrics_s": {}, "total_s": 0.0, "images_encoded": len(images)},
+            "container": {"id": container["Id"], "network": host["NetworkMode"], "read_only": host["ReadonlyRootfs"],
+                          "cap_drop": host["CapDrop"], "security_opt": host["SecurityOpt"],
+                          "memory": host["Memory"], "pids": host["PidsLimit"], "binds": host["Binds"],
+                          "user": container["Config"]["User"]},
+            "layers": enc.layers}
+
+
+@pytest.fixture(scope="session")
+def docker_image():
+    ok, why = _engine()
+    if not ok:
+        pytest.skip(f"no Docker engine: {why}")
+    lock_path = Path(tempfile.gettempdir()) / "harness-test-image.lock"
+    with open(lock_path, "w") as lock:  # pytest-xdist workers build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = docker_backend.client()
+        try:
+            labels = client.images.get(TEST_IMAGE).labels or {}
+            stale = labels.get(docker_backend.READ_PATHS_LABEL) != os.path.realpath(os.sys.base_prefix)
+        except Exception:  # noqa: BLE001 - missing
+            stale = True
+        finally:
+            client.close()
+        if stale:
+            docker_backend.build_image_from_host(TEST_IMAGE)
+    before = os.environ.get("HARNESS_DOCKER_IMAGE")
+    os.environ["HARNESS_DOCKER_IMAGE"] = TEST_IMAGE
+    yield TEST_IMAGE
+    if before is None:
+        os.environ.pop("HARNESS_DOCKER_IMAGE", None)
+    else:
+        os.environ["HARNESS_DOCKER_IMAGE"] = before
+
+
+def _engine():
+    try:
+        c = docker_backend.client(timeout=5)
+        c.ping()
+        c.close()
+        return True, "ok"
+    except Exception as exc:  # noqa: BLE001
+        return False, f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def test_container_options_lock_everything_down():
+    from harness.sandbox import Limits
+
+    opts = docker_backend.container_options(
+        image="img", command=["python3"], mounts={"/h/model": ("/sandbox/model", "ro"), "/h/s": ("/sandbox/scratch", "rw")},
+        limits=Limits(memory_mb=1024, threads=2, max_processes=64), uid=12345, env={"HOME": "/sandbox/scratch"})
+    assert opts["network_mode"] == "none" and opts["read_only"] is True
+    assert opts["cap_drop"] == ["ALL"] and opts["security_opt"] == ["no-new-privileges"]
+    assert (opts["mem_limit"], opts["memswap_limit"], opts["pids_limit"], opts["nano_cpus"]) == ("1024m", "1024m", 64, 2e9)
+    assert opts["volumes"]["/h/model"] == {"bind": "/sandbox/model", "mode": "ro"}
+    assert opts["user"] == "12345:12345"
+
+
+def test_docker_session_is_locked_down_and_encodes_like_the_process_backend(tmp_path, docker_image):
+    from harness import sandbox, submission
+    from harness.sandbox import Limits
+
+    sub_dir = make_submission(tmp_path, "dock", {})
+    images = np.random.default_rng(0).integers(0, 256, (7, 16, 16, 1), dtype=np.uint8)
+    with submission.load(sub_dir) as sub:
+        with sandbox.open_encoder(sub, backend="process", limits=Limits(threads=1), device="cpu") as enc:
+            expected = enc.encode(images)
+        with sandbox.open_encoder(sub, backend="docker", limits=Limits(memory_mb=1536, threads=1), device="cpu") as enc:
+            codes = enc.encode(images)
+            cid = enc._proc.container_id
+            attrs = docker_backend.client().containers.get(cid).attrs
+            layers = enc.layers
+    np.testing.assert_allclose(codes, expected, rtol=1e-6)
+    host = attrs["HostConfig"]
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
+    assert host["Memory"] == 1536 * 2**20 and host["MemorySwap"] == 1536 * 2**20 and host["PidsLimit"] == 256
+    assert any(b.endswith(":/sandbox/model:ro") for b in host["Binds"])
+    assert attrs["Config"]["User"] and not attrs["Config"]["User"].startswith("0:")
+    assert any(layer.startswith("docker:net=none") for layer in layers)
+    with pytest.raises(Exception, match="No such container|404"):
+        docker_backend.client().containers.get(cid)  # removed when the session closed
+
+
+def test_missing_image_is_reported_not_raised(monkeypatch, docker_image):
+    monkeypatch.setenv("HARNESS_DOCKER_IMAGE", "harness-no-such-image:0")
+    ok, why = docker_backend.available()
+    assert not ok and "not found" in why and "docker build" in why
+
+
+def test_grade_with_docker_runs_one_container_per_job(tmp_path, env, docker_image):
+    from harness.grading import Store, build_board, grade
+
+    subs = tmp_path / "subs"
+    make_submission(subs, "alpha", {})
+    make_submission(subs, "beta", {})
+    text = (write_challenge(tmp_path / "c.toml").read_text()
+            + f'[sandbox]\nbackend = "docker"\nimage = "{docker_image}"\n')
+    (tmp_path / "c.toml").write_text(text)
+    challenge = _challenge(tmp_path / "c.toml")
+    db = tmp_path / "g.db"
+    summary = grade([subs], challenge, db, workers=2, job_fn="test_grading_docker:sandbox_job")
+    assert summary.counts["finished"] == 2, Store(db).jobs()[0]["failure_message"]
+    with Store(db) as store:
+        results = [json.loads(r["result"]) for r in store.jobs()]
+        board = build_board(store)
+    ids = {r["container"]["id"] for r in results}
+    assert len(ids) == 2  # one container per job
+    for r in results:
+        c = r["container"]
+        assert c["network"] == "none" and c["read_only"] and c["cap_drop"] == ["ALL"]
+        assert c["memory"] == 2048 * 2**20
+        assert r["metrics"]["mig"]["discrete_mig"] > 0.99  # the encoder reads each band: a clean code
+    assert len(board.rows) == 2
