@@ -134,7 +134,7 @@ TORCHSCRIPT_SOURCES = {
     "alloc": "big = torch.ones({numel}, dtype=torch.float32)\n"
              "        return x.flatten(1)[:, :{latent}] + big[0]",
     "loop": "i = 0\n        while i >= 0:\n            i = (i + 1) % 1000\n        return x.flatten(1)[:, :{latent}]",
-    "print": "line = 'x' * 1000\n        for i in range({lines}):\n            print(line)\n"
+    "print": "line = '" + "x" * 1000 + "'\n        for i in range({lines}):\n            print(line)\n"
              "        return x.flatten(1)[:, :{latent}]",
     "raise": "raise RuntimeError('deliberate failure in forward')",
 }
