@@ -302,10 +302,12 @@ def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "c
     A failing submission does not raise: the results say ``"status": "failed"`` with the failure's
     kind and message (and keep evaluations finished before it). Bad input raises InputError.
     """
-    specs = resolve_metrics(preset, metrics, metric_params)  # bad names fail before any work
+    specs = resolve_metrics(preset, metrics, metric_params)  # bad input fails before any work
     loaded = [_load_dataset(d) for d in (datasets or ())]
     if not loaded:
         raise InputError("give at least one dataset")
+    if isinstance(submission_path, (str, os.PathLike)) and not Path(submission_path).exists():
+        raise InputError(f"submission not found: {str(submission_path)!r}")
     out_dir = _prepare_out(out)
     progress = _auto_progress(progress)
 

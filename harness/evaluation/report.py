@@ -72,7 +72,7 @@ def hinton(matrix: np.ndarray, factor_names) -> str:
 
     R = np.nan_to_num(np.asarray(matrix, dtype=float))
     d, k = R.shape
-    fig = _figure(1.4 + 0.75 * k, 0.9 + 0.34 * d)
+    fig = _figure(1.8 + 0.75 * k, 1.2 + 0.34 * d)
     ax = fig.add_subplot()
     ax.set_facecolor("#f2f2f2")
     top = R.max() if R.size and R.max() > 0 else 1.0
@@ -84,7 +84,7 @@ def hinton(matrix: np.ndarray, factor_names) -> str:
     ax.set_xlim(-0.5, k - 0.5)
     ax.set_ylim(d - 0.5, -0.5)
     ax.set_aspect("equal")
-    ax.set_xticks(range(k), factor_names, rotation=30, ha="right")
+    ax.set_xticks(range(k), factor_names, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(d), [f"z{i}" for i in range(d)])
     ax.set_xlabel("factor")
     ax.set_ylabel("code dimension")
@@ -256,8 +256,8 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
                          + _figure_block(hinton(diag["importance"], names), "importance Hinton diagram",
                                          "Square area = how much a classifier predicting the factor relies on the code "
                                          "dimension (per factor, normalized). Disentanglement wants one factor per row, "
-                                         "completeness one row per factor. Drawn with a small LightGBM fit on the DCI "
-                                         "training codes; the scores above come from the metric itself.")
+                                         "completeness one row per factor. Drawn from a small random forest on codes "
+                                         "already encoded; the DCI scores above come from the metric itself.")
                          + "</div>")
         parts.append("</div>")
     if diag.get("curves") is not None:
