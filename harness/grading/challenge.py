@@ -302,7 +302,8 @@ def parse_challenge(text: str, *, path="challenge.toml") -> Challenge:
         for n in metric_names or ():
             if n not in keys:
                 raise p.error("metrics", "names", f"unknown metric {n!r} (known: {', '.join(sorted(keys))})")
-        selected = set(metric_names or ()) | set(presets.get(preset, ()) if preset else ())
+        # as the evaluator runs them: the names when given, else the preset's metrics
+        selected = set(metric_names) if metric_names else set(presets.get(preset, ()))
         for n in params:
             if n not in selected:
                 raise p.error(f"metrics.params.{n}", None, f"metric {n!r} is not among the graded metrics ({', '.join(sorted(selected))})")

@@ -1,0 +1,50 @@
+"""End to end with the real job: sandboxed ONNX encoders scored by the real metrics, ranked."""
+
+import json
+
+import pytest
+
+from test_grading_lifecycle import env, make_submission  # noqa: F401
+
+
+def _registry_ready():
+    from harness import metrics
+
+    return hasattr(metrics, "get") and hasattr(metrics, "names")
+
+
+pytestmark = pytest.mark.skipif(not _registry_ready(), reason="harness.metrics has no registry yet (issue 3)")
+
+CHALLENGE = """
+name = "e2e"
+[splits.public]
+datasets = ["dummy"]
+[metrics]
+names = ["mig", "sap"]
+[ranking]
+values = ["mig.discrete_mig", "sap.sap_score"]
+[limits]
+wall_seconds = 120
+memory_mb = 4096
+threads = 1
+"""
+
+
+def test_real_evaluation_through_the_grader(tmp_path, env):
+    from harness.grading import Store, build_board, grade, load_challenge
+
+    subs = tmp_path / "subs"
+    make_submission(subs, "bands", {})            # reads each factor's band: a clean code
+    broken = make_submission(subs, "truncated", {})
+    (broken / "encoder.onnx").write_bytes((broken / "encoder.onnx").read_bytes()[:40])  # the runtime refuses it
+    (tmp_path / "c.toml").write_text(CHALLENGE)
+    summary = grade([subs], load_challenge(tmp_path / "c.toml"), tmp_path / "g.db", workers=2)
+    assert summary.counts["finished"] == 1 and summary.counts["failed"] == 1
+    with Store(tmp_path / "g.db") as store:
+        rows = {r["submission"]: r for r in store.jobs()}
+        board = build_board(store)
+    result = json.loads(rows["bands"]["result"])
+    assert result["dataset"]["name"] == "dummy"
+    assert 0.5 < result["metrics"]["mig"]["discrete_mig"] <= 1.0
+    assert rows["truncated"]["failure_kind"] in ("load_error", "invalid_submission")
+    assert [r.name for r in board.rows] == ["bands"]
