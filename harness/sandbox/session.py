@@ -242,10 +242,11 @@ class EncoderSession:
         return SubmissionFailure("crashed", f"the model's process exited (code {code}) while {what}; a model "
                                  "must not exit or close its standard streams", detail)
 
-    def _request(self, header: dict, payload, *, what: str, max_payload: int | None = None):
+    def _request(self, header: dict, payload, *, what: str, max_payload: int | None = None,
+                 deadline: float | None = None):
         if self._failed is not None:
             raise self._failed
-        deadline = self._deadline()
+        deadline = self._deadline() if deadline is None else deadline
         fd_in, fd_out = self._proc.stdin.fileno(), self._proc.stdout.fileno()
         try:
             protocol.send(fd_in, header, payload, deadline)
@@ -284,7 +285,7 @@ class EncoderSession:
             self.notes.append("1-channel images were tiled to 3 channels for this 3-channel model")
         return images.transpose(0, 3, 1, 2)
 
-    def _encode_chunk(self, chunk: np.ndarray) -> list[np.ndarray]:
+    def _encode_chunk(self, chunk: np.ndarray, deadline: float | None) -> list[np.ndarray]:
         n = chunk.shape[0]
         d = self.submission.latent_dim
         names = self.submission.outputs
@@ -303,7 +304,8 @@ class EncoderSession:
         # A well-behaved reply is at most n*d float64s per output; anything larger is refused unread.
         max_payload = len(names) * n * d * 8 + 1024
         reply, data = self._request({"op": "encode", "shape": list(chunk.shape), "dtype": chunk.dtype.str},
-                                    chunk, what=f"encoding a batch of {n}", max_payload=max_payload)
+                                    chunk, what=f"encoding a batch of {n}", max_payload=max_payload,
+                                    deadline=deadline)
         outputs, offset = [], 0
         for meta in reply["outputs"]:
             if not meta["bytes"]:
@@ -328,7 +330,9 @@ class EncoderSession:
         if n == 0:
             d = self.submission.latent_dim
             return [np.zeros((0, d), np.float32) for _ in self.submission.outputs]
-        parts = [self._encode_chunk(x[i:i + self.limits.batch_size]) for i in range(0, n, self.limits.batch_size)]
+        deadline = self._deadline()  # the wall-clock limit covers the whole call, all chunks
+        parts = [self._encode_chunk(x[i:i + self.limits.batch_size], deadline)
+                 for i in range(0, n, self.limits.batch_size)]
         self.images_encoded += n
         return [np.concatenate([p[j] for p in parts]) if len(parts) > 1 else parts[0][j]
                 for j in range(len(self.submission.outputs))]
