@@ -40,6 +40,10 @@ def fake_job(job: dict) -> dict:
     with open(record, "a") as fh:
         fh.write(f"{key}|{job['attempt']}\n")
     print(f"fake job {job['submission']} on {job['dataset']} attempt {job['attempt']}", flush=True)
+    if fake.get("print_lines"):
+        for i in range(fake["print_lines"]):
+            print(f"line {i:06d} " + "x" * 40)
+        print("last line", flush=True)
     time.sleep(fake.get("sleep", 0.0))
     from harness import datasets
 
@@ -367,3 +371,25 @@ def test_cli_grade_status_leaderboard_formats(tmp_path, env):
     assert missing.returncode == 2 and missing.stderr.startswith("error: no grading store")
     bad = run("grade", str(subs), "--challenge", str(tmp_path / "none.toml"), "--db", str(db))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_job_guard_and_log_cap(tmp_path, env):
+    from harness.grading import Store, grade
+
+    subs = tmp_path / "subs"
+    make_submission(subs, "sleeper", {"values": {}, "sleep": 30})
+    make_submission(subs, "chatty", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3},
+                                     "print_lines": 5000})
+    path = write_challenge(tmp_path / "c.toml", max_attempts=1)
+    path.write_text(path.read_text() + "job_seconds = 3\nlog_cap_kb = 4\n")
+    started = time.time()
+    summary = grade([subs], _challenge(path), tmp_path / "g.db", workers=2, job_fn=JOB_FN)
+    assert time.time() - started < 25
+    assert summary.counts == {"queued": 0, "running": 0, "finished": 1, "failed": 1}
+    with Store(tmp_path / "g.db") as store:
+        rows = {r["submission"]: r for r in store.jobs()}
+    assert rows["sleeper"]["failure_kind"] == "infra_error"
+    assert "past the grader's limit of 3 s" in rows["sleeper"]["failure_message"]
+    log = rows["chatty"]["log"]
+    assert len(log.encode()) < 4096 + 200 and "bytes cut: log capped at 4096 bytes" in log
+    assert "fake job chatty" in log and log.rstrip().endswith("last line")  # head and tail kept

@@ -36,7 +36,7 @@ _SECTION_KEYS = {
     "ranking": {"method", "values", "lower_is_better"},
     "limits": {"wall_seconds", "memory_mb", "threads"},
     "sandbox": {"backend", "device", "image"},
-    "grading": {"max_attempts", "lease_seconds", "log_cap_kb"},
+    "grading": {"max_attempts", "lease_seconds", "log_cap_kb", "job_seconds"},
 }
 
 
@@ -74,7 +74,12 @@ class Challenge:
     max_attempts: int = 3
     lease_seconds: float = 120.0
     log_cap_kb: int = 64
+    job_seconds: float | None = None  # grader-side guard for a whole job; None: max(4 x wall, 3600)
     source: str = ""
+
+    @property
+    def job_time_limit(self) -> float:
+        return self.job_seconds or max(4 * self.limits.wall_seconds, 3600.0)
 
     @property
     def splits(self) -> list[str]:
@@ -110,6 +115,7 @@ class Challenge:
             "max_attempts": self.max_attempts,
             "lease_seconds": self.lease_seconds,
             "log_cap_kb": self.log_cap_kb,
+            "job_seconds": self.job_seconds,
             **self.evaluation_config(),
         }
 
@@ -123,7 +129,7 @@ class Challenge:
             ranking_method=r["method"], ranking_values=r["values"], lower_is_better=r["lower_is_better"],
             limits=Limits(**d["limits"]), backend=d["backend"], device=d["device"],
             image=d["image"], max_attempts=d["max_attempts"],
-            lease_seconds=d["lease_seconds"], log_cap_kb=d["log_cap_kb"],
+            lease_seconds=d["lease_seconds"], log_cap_kb=d["log_cap_kb"], job_seconds=d.get("job_seconds"),
         )
 
 
@@ -351,7 +357,11 @@ def parse_challenge(text: str, *, path="challenge.toml") -> Challenge:
     max_attempts = typed("grading", "max_attempts", g.get("max_attempts", 3), int, "an integer")
     lease = typed("grading", "lease_seconds", g.get("lease_seconds", 120), (int, float), "a number of seconds")
     log_cap = typed("grading", "log_cap_kb", g.get("log_cap_kb", 64), int, "an integer (KiB)")
-    for key, value in (("max_attempts", max_attempts), ("lease_seconds", lease), ("log_cap_kb", log_cap)):
+    job_seconds = g.get("job_seconds")
+    if job_seconds is not None:
+        typed("grading", "job_seconds", job_seconds, (int, float), "a number of seconds")
+    for key, value in (("max_attempts", max_attempts), ("lease_seconds", lease), ("log_cap_kb", log_cap),
+                       ("job_seconds", job_seconds or 1)):
         if value <= 0:
             raise p.error("grading", key, f"must be positive, got {value}")
 
@@ -359,5 +369,6 @@ def parse_challenge(text: str, *, path="challenge.toml") -> Challenge:
         name=name, path=str(path.resolve()), datasets=datasets, preset=preset, metric_names=metric_names,
         metric_params=params, seed=seed, ranking_method=method, ranking_values=values, lower_is_better=lower,
         limits=Limits(float(wall), mem, threads), backend=backend, device=device, image=image,
-        max_attempts=max_attempts, lease_seconds=float(lease), log_cap_kb=log_cap, source=text,
+        max_attempts=max_attempts, lease_seconds=float(lease), log_cap_kb=log_cap,
+        job_seconds=float(job_seconds) if job_seconds is not None else None, source=text,
     )

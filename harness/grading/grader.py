@@ -49,8 +49,8 @@ def job_spec(row, challenge: Challenge, job_fn: str | None) -> dict:
 
 
 def _grader_time_limit(challenge: Challenge) -> float:
-    # the sandbox enforces wall_seconds on the model; this guards the whole job (metrics included)
-    return challenge.limits.wall_seconds * 2 + 300
+    # the sandbox enforces wall_seconds on each model call; this guards the whole job, metrics included
+    return challenge.job_time_limit
 
 
 class LocalExecutor:
