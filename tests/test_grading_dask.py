@@ -11,12 +11,19 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture
 def cluster():
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
+    # a worker process of its own: tasks, results and errors cross real TCP on loopback, pickled
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, protocol="tcp",
                                   host="127.0.0.1", dashboard_address=None) as c:
         yield c
 
 
-def test_dask_grades_one_task_per_job_and_retries_infra(tmp_path, env, cluster):
+@pytest.fixture
+def cluster_env(env, cluster):
+    return env  # the worker process must inherit PYTHONPATH (env) before the cluster starts
+
+
+def test_dask_grades_one_task_per_job_and_retries_infra(tmp_path, cluster_env, cluster):
+    env = cluster_env
     from harness.grading import Store, build_board, grade
 
     subs = tmp_path / "subs"

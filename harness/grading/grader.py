@@ -90,8 +90,11 @@ class InfraRetry(Exception):
     """Raised inside a Dask task for an infra_error outcome, so that Dask retries the task."""
 
     def __init__(self, outcome: dict):
-        super().__init__(outcome["failure"]["message"])
+        super().__init__(outcome)  # args = (outcome,): it pickles across processes and machines
         self.outcome = outcome
+
+    def __str__(self):
+        return self.outcome["failure"]["message"]
 
 
 def dask_task(spec: dict, cap_bytes: int, time_limit: float) -> dict:
