@@ -211,13 +211,14 @@ def to_markdown(board: Board) -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;font-size:14px}th,td{padding:6px 10px;border-bottom:1px solid #ddd}
-th{background:#f4f4f6;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f4f4f6;text-align:left}th.num,td.num{text-align:right;font-variant-numeric:tabular-nums}
 td .ci{color:#777;font-size:12px}tr.flag td{background:#fff8e1}p.note{color:#555;font-size:13px}"""
 
 
 def to_html(board: Board) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in ["#", "submission", "participant", "mean rank"] + board.columns)
+    head = "".join(f"<th>{e(h)}</th>" for h in ["#", "submission", "participant"]) + "".join(
+        f"<th class=num>{e(h)}</th>" for h in ["mean rank"] + board.columns)
     body = []
     for r in board.rows:
         cells = [f"<td>{r.position}{' ~' if r.flag else ''}</td>", f"<td>{e(r.name)}</td>",
