@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 
 def sandbox_limits(limits: dict):
-    """The challenge's limits as :class:`harness.sandbox.Limits` (only the fields it has)."""
-    try:
-        from harness.sandbox import Limits
-    except ImportError:
-        return None
-    if not dataclasses.is_dataclass(Limits):
-        return None
-    fields = {f.name for f in dataclasses.fields(Limits)}
-    aliases = {
-        "wall_seconds": ("wall_seconds", "wall_s", "timeout_s", "wall_time_s"),
-        "memory_mb": ("memory_mb", "memory_mib", "mem_mb"),
-        "threads": ("threads", "num_threads", "intra_op_threads"),
-    }
-    kwargs = {}
-    for ours, names in aliases.items():
-        for name in names:
-            if name in fields:
-                value = limits[ours]
-                kwargs[name] = int(value) if name != "wall_seconds" else value
-                break
-    return Limits(**kwargs)
+    """The challenge's ``[limits]`` as :class:`harness.sandbox.Limits` (other fields keep their defaults)."""
+    from harness.sandbox import Limits
+
+    return Limits(wall_seconds=float(limits["wall_seconds"]), memory_mb=int(limits["memory_mb"]),
+                  threads=int(limits["threads"]))
 
 
 def evaluate_job(job: dict) -> dict:
