@@ -197,7 +197,8 @@ class Store:
         with self.transaction():
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('challenge', ?)", (json.dumps(challenge.to_dict()),))
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM submissions").fetchone()[0]
-            for entry in entries:
+            # submission order decides ties: arrival (file time) within one batch, then batches in turn
+            for entry in sorted(entries, key=lambda e: (e.submitted_at, e.path)):
                 known = self.db.execute("SELECT * FROM submissions WHERE name=?", (entry.name,)).fetchone()
                 if known is None:
                     seq += 1
