@@ -124,7 +124,8 @@ class WorkerProcess:
             self.outcome_path.unlink()
         env = dict(os.environ, HARNESS_GRADER_PID=str(os.getpid()), PYTHONUNBUFFERED="1")
         threads = str(spec.get("threads") or 1)  # the metrics' BLAS/OpenMP pools: one job, its share of cores
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                    "LOKY_MAX_CPU_COUNT"):  # joblib's n_jobs=-1 counts this many cores
             env[var] = threads
         if spec.get("docker_image"):
             env["HARNESS_DOCKER_IMAGE"] = spec["docker_image"]
