@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -15,7 +16,7 @@ import numpy as np
 
 from harness.errors import InputError, SubmissionFailure
 from harness.sandbox import protocol
-from harness.sandbox.backends import BACKEND_NAMES, BACKENDS, launcher_config, prepare_sandbox_dir
+from harness.sandbox.backends import BACKEND_NAMES, BACKENDS, gpu_devices, launcher_config, prepare_sandbox_dir
 from harness.sandbox.limits import Limits
 
 UNSANDBOXED_NOTE = ("UNSANDBOXED: backend 'none' runs the model inside this process with every right "
@@ -142,6 +143,10 @@ class EncoderSession:
         ok, why = backend.available()
         if not ok:
             raise SubmissionFailure("infra_error", f"sandbox backend {self.backend_name!r} is not available: {why}")
+        if self.device in ("cuda", "auto") and gpu_devices() and self.limits.memory_mb:
+            # CUDA reserves terabytes of virtual address space: RLIMIT_AS would kill it at init
+            self.limits = dataclasses.replace(self.limits, memory_mb=None)
+            self.notes.append("memory limit (address space) lifted for the CUDA runtime")
         layer_plan = backend.layers(self.limits, self.device)
         try:
             self._sd = prepare_sandbox_dir(sub.root, uid=layer_plan.get("uid"))
@@ -227,6 +232,11 @@ class EncoderSession:
         if self._killed_for_wall:
             return SubmissionFailure("timeout", f"{what} took longer than the wall-clock limit "
                                      f"({self.limits.wall_seconds} s per call)", detail)
+        log_tail = (detail or "")[-2000:].lower()
+        if code != 0 and any(s in log_tail for s in ("bad_alloc", "out of memory", "cannot allocate memory",
+                                                      "can't allocate memory", "memoryerror")):
+            return SubmissionFailure("memory_exceeded", f"the model ran out of memory while {what} (limit "
+                                     f"{self.limits.memory_mb} MB of address space)", detail)
         if code < 0:
             sig = -code
             if sig == signal.SIGXCPU:
