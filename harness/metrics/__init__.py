@@ -1,0 +1,23 @@
+"""Disentanglement metrics (DESIGN 3.4): plain functions on samples-first arrays, intervention
+metrics over a dataset and an ``encode`` callable, a registry of :class:`MetricSpec` and presets.
+
+Pure numpy/scipy/scikit-learn/LightGBM: no torch, sandbox or CLI imports.
+"""
+
+from harness.metrics.dci import dci
+from harness.metrics.downstream import downstream
+from harness.metrics.infomec import infomec
+from harness.metrics.intervention import beta_vae, factor_vae
+from harness.metrics.irs import irs
+from harness.metrics.mig import dcimig, jemmig, mig, mig_sup
+from harness.metrics.modularity import modularity_explicitness
+from harness.metrics.registry import PRESETS, MetricSpec, get, names, preset, presets
+from harness.metrics.request import ObservationRequest, encode_request
+from harness.metrics.sap import sap
+from harness.metrics.unsupervised import unsupervised
+
+__all__ = [
+    "MetricSpec", "ObservationRequest", "PRESETS", "beta_vae", "dci", "dcimig", "downstream", "encode_request",
+    "factor_vae", "get", "infomec", "irs", "jemmig", "mig", "mig_sup", "modularity_explicitness", "names",
+    "preset", "presets", "sap", "unsupervised",
+]

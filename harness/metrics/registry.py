@@ -1,0 +1,311 @@
+"""The metric registry: every metric as a MetricSpec (observation plan + scoring), and presets.
+
+``spec.sample(dataset, seed=..., **params)`` decides from the seed alone which observations the
+metric needs; ``spec.score(request, codes, seed=..., **params)`` scores the codes of
+``request.indices``. Both accept the metric's whole parameter set (each uses its own part), so an
+evaluator can pass one dict to both.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from harness.errors import InputError
+from harness.metrics import _bootstrap
+from harness.metrics import intervention as _intervention
+from harness.metrics.dci import DEFAULT_ESTIMATOR as _DCI_DEFAULT_ESTIMATOR
+from harness.metrics.dci import dci as _dci
+from harness.metrics.downstream import downstream as _downstream
+from harness.metrics.infomec import infomec as _infomec
+from harness.metrics.irs import irs as _irs
+from harness.metrics.mig import dcimig as _dcimig
+from harness.metrics.mig import jemmig as _jemmig
+from harness.metrics.mig import mig as _mig
+from harness.metrics.mig import mig_sup as _mig_sup
+from harness.metrics.modularity import modularity_explicitness as _modularity_explicitness
+from harness.metrics.sap import sap as _sap
+from harness.metrics.unsupervised import unsupervised as _unsupervised
+from harness.metrics.request import ObservationRequest, request_rngs
+
+PRESETS = ("challenge", "dlib", "full")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A registered metric: its outputs, where it is used, and how to plan and score it."""
+
+    name: str
+    keys: tuple[str, ...]
+    headline: tuple[str, ...]
+    presets: tuple[str, ...]
+    citation: str
+    default_params: dict
+    sample_fn: Callable = field(repr=False)
+    score_fn: Callable = field(repr=False)
+    preset_params: dict = field(default_factory=dict, repr=False)
+
+    def _params(self, params: dict) -> dict:
+        unknown = sorted(set(params) - set(self.default_params))
+        if unknown:
+            raise InputError(f"metric {self.name}: unknown parameter(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(self.default_params))}")
+        return {**self.default_params, **params}
+
+    def sample(self, dataset, *, seed: int, **params) -> ObservationRequest:
+        """Which observations this metric needs (decided from ``seed`` and the sizes alone)."""
+        return self.sample_fn(dataset, seed=seed, **_select(self.sample_fn, self._params(params)))
+
+    def score(self, request: ObservationRequest, codes, *, seed: int, **params) -> dict:
+        """The metric's values (and ``<key>_ci95`` intervals) from the codes of ``request.indices``."""
+        if request.metric != self.name:
+            raise ValueError(f"request: made for metric {request.metric!r}, not {self.name!r}")
+        return self.score_fn(request, codes, seed=seed, **_select(self.score_fn, self._params(params)))
+
+    def __call__(self, dataset, encode, *, seed: int = 0, **params) -> dict:
+        """Run alone: sample, encode, score."""
+        from harness.metrics.request import encode_request
+
+        request = self.sample(dataset, seed=seed, **params)
+        return self.score(request, encode_request(request, dataset, encode), seed=seed, **params)
+
+
+def _select(function: Callable, params: dict) -> dict:
+    accepted = inspect.signature(function).parameters
+    return {k: v for k, v in params.items() if k in accepted}
+
+
+# --- array metrics: uniform samples of the dataset, split into train and test --------------------
+
+def _sample_uniform(name: str):
+    def sample(dataset, *, seed: int, num_train: int, num_test: int = 0) -> ObservationRequest:
+        for label, value in (("num_train", num_train), ("num_test", num_test)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InputError(f"metric {name}: {label} must be an integer >= 0, got {value!r}")
+        rng, observation_seed = request_rngs(seed)
+        indices = rng.integers(0, dataset.num_observations, size=num_train + num_test)
+        return ObservationRequest(metric=name, indices=indices, observation_seed=observation_seed,
+                                  factors=np.asarray(dataset.index_to_factors(indices), dtype=np.int64),
+                                  structure={"num_train": num_train, "num_test": num_test})
+    return sample
+
+
+def _split(request: ObservationRequest, codes):
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or len(codes) != len(request.indices):
+        raise ValueError(f"codes: expected {len(request.indices)} rows (one per request index), got shape "
+                         f"{codes.shape}")
+    n = request.structure["num_train"]
+    return codes[:n], request.factors[:n], codes[n:], request.factors[n:]
+
+
+def _score_train_only(function):
+    def score(request, codes, *, seed, **params):
+        codes_train, factors_train, _, _ = _split(request, codes)
+        return function(codes_train, factors_train, seed=seed, **params)
+    score.__signature__ = _merged_signature(function, drop=("codes", "factors"))
+    return score
+
+
+def _score_codes_only(function):
+    def score(request, codes, *, seed, **params):
+        codes_train, _, _, _ = _split(request, codes)
+        return function(codes_train, seed=seed, **params)
+    score.__signature__ = _merged_signature(function, drop=("codes",))
+    return score
+
+
+def _score_train_test(function):
+    def score(request, codes, *, seed, **params):
+        return function(*_split(request, codes), seed=seed, **params)
+    score.__signature__ = _merged_signature(function, drop=("codes_train", "factors_train", "codes_test",
+                                                            "factors_test"))
+    return score
+
+
+def _merged_signature(function, drop):
+    params = [p for n, p in inspect.signature(function).parameters.items() if n not in drop]
+    head = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("codes", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    return inspect.Signature(head + params)
+
+
+def _score_downstream(request, codes, *, seed, predictor, estimator, n_jobs=None,
+                      n_bootstrap=_bootstrap.DEFAULT_N_BOOTSTRAP):
+    """Per training size, its own train draw and test draw, as disentanglement_lib samples them."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or len(codes) != len(request.indices):
+        raise ValueError(f"codes: expected {len(request.indices)} rows (one per request index), got shape "
+                         f"{codes.shape}")
+    out = {}
+    start = 0
+    for size in request.structure["train_sizes"]:
+        stop_train = start + size
+        stop = stop_train + request.structure["num_test"]
+        values = _downstream(codes[start:stop_train], request.factors[start:stop_train],
+                                        codes[stop_train:stop], request.factors[stop_train:stop],
+                                        predictor=predictor, estimator=estimator, n_jobs=n_jobs,
+                                        n_bootstrap=n_bootstrap, seed=seed)
+        out.update({f"{size}:{key}": value for key, value in values.items()})
+        start = stop
+    return out
+
+
+def _sample_downstream(name: str):
+    def sample(dataset, *, seed: int, train_sizes=(10, 100, 1000, 10000), num_test: int = 5000):
+        sizes = [int(s) for s in train_sizes]
+        if not sizes or min(sizes) < 1 or num_test < 1:
+            raise InputError(f"metric {name}: train_sizes and num_test must be positive integers")
+        rng, observation_seed = request_rngs(seed)
+        total = sum(sizes) + num_test * len(sizes)
+        indices = rng.integers(0, dataset.num_observations, size=total)
+        return ObservationRequest(metric=name, indices=indices, observation_seed=observation_seed,
+                                  factors=np.asarray(dataset.index_to_factors(indices), dtype=np.int64),
+                                  structure={"train_sizes": sizes, "num_test": int(num_test)})
+    return sample
+
+
+_REGISTRY: dict[str, MetricSpec] = {}
+
+
+def register(spec: MetricSpec) -> MetricSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def names() -> list[str]:
+    """Registered metric names, in registry order."""
+    return list(_REGISTRY)
+
+
+def get(name: str) -> MetricSpec:
+    """The :class:`MetricSpec` called ``name``; ``InputError`` naming the known ones otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(f"unknown metric {name!r}; known metrics: {', '.join(_REGISTRY)}") from None
+
+
+def presets() -> list[str]:
+    return list(PRESETS)
+
+
+def preset(name: str) -> dict[str, dict]:
+    """Metric name -> parameters (over each metric's defaults) of a preset, in run order."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return {spec.name: dict(spec.preset_params.get(name, {})) for spec in _REGISTRY.values() if name in spec.presets}
+
+
+_CI = {"n_bootstrap": _bootstrap.DEFAULT_N_BOOTSTRAP}
+_ARRAY_SIZES = {"num_train": 10000, "num_test": 5000}
+
+register(MetricSpec(
+    name="beta_vae", keys=("train_accuracy", "eval_accuracy"), headline=("eval_accuracy",),
+    presets=("dlib", "full"),
+    citation="Higgins et al., 2017. beta-VAE: Learning Basic Visual Concepts with a Constrained Variational "
+             "Framework. ICLR.",
+    default_params={"batch_size": 64, "num_train": 10000, "num_eval": 5000, **_CI},
+    sample_fn=_intervention.sample_beta_vae, score_fn=_intervention.score_beta_vae))
+register(MetricSpec(
+    name="factor_vae", keys=("train_accuracy", "eval_accuracy", "num_active_dims"), headline=("eval_accuracy",),
+    presets=("challenge", "dlib", "full"),
+    citation="Kim and Mnih, 2018. Disentangling by Factorising. ICML.",
+    default_params={"batch_size": 64, "num_train": 10000, "num_eval": 5000, "num_variance_estimate": 10000,
+                    "prune_threshold": 0.05, **_CI},
+    sample_fn=_intervention.sample_factor_vae, score_fn=_intervention.score_factor_vae))
+register(MetricSpec(
+    name="dci", keys=("disentanglement", "completeness", "informativeness_train", "informativeness_test"),
+    headline=("disentanglement",), presets=("challenge", "dlib", "full"),
+    citation="Eastwood and Williams, 2018. A Framework for the Quantitative Evaluation of Disentangled "
+             "Representations. ICLR.",
+    default_params={**_ARRAY_SIZES, "estimator": _DCI_DEFAULT_ESTIMATOR, "n_jobs": -1, **_CI},
+    preset_params={"dlib": {"estimator": "gbt"}},
+    sample_fn=_sample_uniform("dci"), score_fn=_score_train_test(_dci)))
+register(MetricSpec(
+    name="sap", keys=("sap_score",), headline=("sap_score",), presets=("challenge", "dlib", "full"),
+    citation="Kumar, Sattigeri and Balakrishnan, 2018. Variational Inference of Disentangled Latent Concepts "
+             "from Unlabeled Observations. ICLR.",
+    default_params={**_ARRAY_SIZES, "continuous_factors": False, "n_jobs": -1, **_CI},
+    sample_fn=_sample_uniform("sap"), score_fn=_score_train_test(_sap)))
+register(MetricSpec(
+    name="mig", keys=("discrete_mig",), headline=("discrete_mig",), presets=("challenge", "dlib", "full"),
+    citation="Chen, Li, Grosse and Duvenaud, 2018. Isolating Sources of Disentanglement in Variational "
+             "Autoencoders. NeurIPS.",
+    default_params={"num_train": 10000, "num_bins": 20, **_CI},
+    sample_fn=_sample_uniform("mig"), score_fn=_score_train_only(_mig)))
+register(MetricSpec(
+    name="irs", keys=("irs", "num_active_dims"), headline=("irs",), presets=("challenge", "dlib", "full"),
+    citation="Suter, Miladinovic, Schoelkopf and Bauer, 2019. Robustly Disentangled Causal Mechanisms: "
+             "Validating Deep Representations for Interventional Robustness. ICML.",
+    default_params={"num_train": 10000, "diff_quantile": 0.99, "num_bins": 20, **_CI},
+    sample_fn=_sample_uniform("irs"), score_fn=_score_train_only(_irs)))
+register(MetricSpec(
+    name="modularity_explicitness",
+    keys=("modularity_score", "explicitness_score_train", "explicitness_score_test"),
+    headline=("modularity_score", "explicitness_score_test"), presets=("dlib", "full"),
+    citation="Ridgeway and Mozer, 2018. Learning Deep Disentangled Embeddings With the F-Statistic Loss. "
+             "NeurIPS.",
+    default_params={**_ARRAY_SIZES, "num_bins": 20, "n_jobs": -1, **_CI},
+    sample_fn=_sample_uniform("modularity_explicitness"),
+    score_fn=_score_train_test(_modularity_explicitness)))
+register(MetricSpec(
+    name="unsupervised",
+    keys=("gaussian_total_correlation", "gaussian_wasserstein_correlation",
+          "gaussian_wasserstein_correlation_norm", "mutual_info_score"),
+    headline=("gaussian_total_correlation", "mutual_info_score"), presets=("dlib", "full"),
+    citation="Locatello et al., 2019. Challenging Common Assumptions in the Unsupervised Learning of "
+             "Disentangled Representations. ICML.",
+    default_params={"num_train": 10000, "num_bins": 20, **_CI},
+    sample_fn=_sample_uniform("unsupervised"), score_fn=_score_codes_only(_unsupervised)))
+_DOWNSTREAM_KEYS = tuple(f"{size}:{key}" for size in (10, 100, 1000, 10000)
+                         for key in ("mean_train_accuracy", "mean_test_accuracy", "min_train_accuracy",
+                                     "min_test_accuracy"))
+register(MetricSpec(
+    name="downstream_logistic_regression", keys=_DOWNSTREAM_KEYS,
+    headline=("100:mean_test_accuracy", "10000:mean_test_accuracy"), presets=("dlib", "full"),
+    citation="Locatello et al., 2019. Challenging Common Assumptions in the Unsupervised Learning of "
+             "Disentangled Representations. ICML.",
+    default_params={"train_sizes": (10, 100, 1000, 10000), "num_test": 5000, "predictor": "logistic_regression",
+                    "estimator": "lightgbm", "n_jobs": -1, **_CI},
+    sample_fn=_sample_downstream("downstream_logistic_regression"), score_fn=_score_downstream))
+register(MetricSpec(
+    name="downstream_boosted_trees", keys=_DOWNSTREAM_KEYS,
+    headline=("100:mean_test_accuracy", "10000:mean_test_accuracy"), presets=("dlib", "full"),
+    citation="Locatello et al., 2019. Challenging Common Assumptions in the Unsupervised Learning of "
+             "Disentangled Representations. ICML.",
+    default_params={"train_sizes": (10, 100, 1000, 10000), "num_test": 5000, "predictor": "boosted_trees",
+                    "estimator": "lightgbm", "n_jobs": -1, **_CI},
+    preset_params={"dlib": {"estimator": "gbt"}},
+    sample_fn=_sample_downstream("downstream_boosted_trees"), score_fn=_score_downstream))
+register(MetricSpec(
+    name="sap_continuous", keys=("sap_score",), headline=("sap_score",), presets=("full",),
+    citation="Kumar, Sattigeri and Balakrishnan, 2018. Variational Inference of Disentangled Latent Concepts "
+             "from Unlabeled Observations. ICLR.",
+    default_params={**_ARRAY_SIZES, "continuous_factors": True, **_CI},
+    sample_fn=_sample_uniform("sap_continuous"), score_fn=_score_train_test(_sap)))
+register(MetricSpec(
+    name="mig_sup", keys=("mig_sup",), headline=("mig_sup",), presets=("full",),
+    citation="Li, Murkute, Gyawali and Wang, 2020. Progressive Learning and Disentanglement of Hierarchical "
+             "Representations. ICLR.",
+    default_params={"num_train": 10000, "num_bins": 20, **_CI},
+    sample_fn=_sample_uniform("mig_sup"), score_fn=_score_train_only(_mig_sup)))
+register(MetricSpec(
+    name="dcimig", keys=("dcimig",), headline=("dcimig",), presets=("full",),
+    citation="Sepliarskaia, Kiseleva and de Rijke, 2019. Evaluating Disentangled Representations. "
+             "arXiv:1910.05587.",
+    default_params={"num_train": 10000, "num_bins": 20, **_CI},
+    sample_fn=_sample_uniform("dcimig"), score_fn=_score_train_only(_dcimig)))
+register(MetricSpec(
+    name="jemmig", keys=("jemmig",), headline=("jemmig",), presets=("full",),
+    citation="Do and Tran, 2020. Theory and Evaluation Metrics for Learning Disentangled Representations. ICLR.",
+    default_params={"num_train": 10000, "num_bins": 20, **_CI},
+    sample_fn=_sample_uniform("jemmig"), score_fn=_score_train_only(_jemmig)))
+register(MetricSpec(
+    name="infomec", keys=("infom", "infoe", "infoc"), headline=("infom", "infoe", "infoc"), presets=("full",),
+    citation="Hsu, Dorrell, Whittington, Wu and Finn, 2023. Disentanglement via Latent Quantization. NeurIPS.",
+    default_params={**_ARRAY_SIZES, "num_bins": 20, "n_jobs": -1, **_CI},
+    sample_fn=_sample_uniform("infomec"), score_fn=_score_train_test(_infomec)))
