@@ -96,6 +96,35 @@ def datasets_check(path):
 
 # --- metrics commands (issue 3) ---
 
+@cli.group("metrics")
+def metrics_group():
+    """The metric suite: what each metric reports and which presets run it."""
+
+
+@metrics_group.command("list")
+@click.option("--preset", "preset_name", default=None, help="Only the metrics of this preset (challenge, dlib, full).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def metrics_list(preset_name, as_json):
+    """List metrics: name, output keys (headline first, starred), presets, citation."""
+    import json as _json
+
+    from harness import metrics as metrics_mod
+
+    names = metrics_mod.names() if preset_name is None else list(metrics_mod.preset(preset_name))
+    specs = [metrics_mod.get(n) for n in names]
+    if as_json:
+        click.echo(_json.dumps([{"name": s.name, "keys": list(s.keys), "headline": list(s.headline),
+                                 "presets": list(s.presets), "citation": s.citation,
+                                 "default_params": {k: (list(v) if isinstance(v, tuple) else v)
+                                                    for k, v in s.default_params.items()}} for s in specs],
+                               indent=2))
+        return
+    for s in specs:
+        keys = [f"*{k}" for k in s.headline] + [k for k in s.keys if k not in s.headline]
+        click.echo(f"{s.name}  [{', '.join(s.presets)}]")
+        click.echo(f"    keys: {', '.join(keys)}")
+        click.echo(f"    {s.citation}")
+
 # --- validate / doctor commands (issue 4) ---
 
 def _sandbox_limits(wall_seconds, memory_mb, threads):
