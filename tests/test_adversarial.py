@@ -175,10 +175,15 @@ def test_a_crash_is_reported_as_crashed(tmp_path, good):
 def test_good_torchscript_and_torch_export(tmp_path):
     x = hostile.images(300)
     expected = x.astype(np.float32).transpose(0, 3, 1, 2).reshape(300, -1)[:, :hostile.LATENT] / 255.0 * 2.0
-    for sub in (hostile.torchscript(tmp_path / "ts", "good"), hostile.torch_export(tmp_path / "ep")):
-        with open_encoder(load(sub), limits=FAST) as enc:
+    import torch
+
+    for sub, device in ((hostile.torchscript(tmp_path / "ts", "good"), "cuda"),
+                        (hostile.torch_export(tmp_path / "ep"), "cpu")):
+        with open_encoder(load(sub), limits=FAST, device=device) as enc:
             np.testing.assert_allclose(enc.encode(x), expected, rtol=1e-6, atol=1e-6)
             assert enc.info["runtime"] == "torch"
+            if device == "cuda" and not torch.cuda.is_available():
+                assert enc.info["device"] == "cpu" and any("ran on the CPU" in n for n in enc.notes)
 
 
 @pytest.mark.parametrize("backend", ["process", "none"])

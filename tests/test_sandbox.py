@@ -207,3 +207,37 @@ def test_cli_doctor_in_a_fresh_process():
     assert report["machine"]["landlock_abi"] >= 0
     proc = report["backends"]["process"]
     assert proc["available"] and all(c["contained"] for c in proc["checks"].values())
+
+
+@pytest.mark.skipif(not ROOT, reason="namespaces and uid switching need root")
+def test_each_layer_holds_on_its_own():
+    from harness.sandbox.doctor import probe
+
+    # Landlock alone keeps a world-readable file and outside writes closed (no uid switch)
+    no_uid = probe("process", without=("uid",), tcp=False, forks=False)
+    assert not any(layer.startswith("uid:") for layer in no_uid["layers"])
+    assert all(c["contained"] for k, c in no_uid["checks"].items() if k.startswith(("read:", "write:")))
+    # without Landlock, the same world-readable file is readable: Landlock is what closes it
+    no_landlock = probe("process", without=("landlock",), tcp=True, forks=False)
+    reads = [c for k, c in no_landlock["checks"].items() if k.startswith("read:")]
+    assert reads and not reads[0]["contained"]
+    # ... while the network stays closed by the namespace and seccomp
+    assert no_landlock["checks"]["tcp_connect"]["contained"]
+    # without seccomp, TCP is still refused (empty network namespace, Landlock net)
+    no_seccomp = probe("process", without=("seccomp",), forks=False)
+    assert "seccomp" not in no_seccomp["layers"]
+    assert no_seccomp["checks"]["tcp_connect"]["contained"]
+    assert "EAFNOSUPPORT" not in no_seccomp["checks"]["tcp_connect"]["detail"]
+
+
+def test_cuda_request_falls_back_to_cpu_with_a_note(good):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA provider is present: no fallback to observe")
+    x = hostile.images(3)
+    with open_encoder(load(good), device="cuda") as enc:
+        codes = enc.encode(x)
+        assert enc.info["device"] == "cpu"
+        assert any("cuda requested" in n and "CPU" in n for n in enc.notes), enc.notes
+    np.testing.assert_allclose(codes, hostile.expected_codes(x), atol=1e-4)

@@ -24,10 +24,12 @@ from harness.sandbox.limits import Limits
 
 
 def probe(backend: str = "process", *, limits: Limits | None = None, secret_files=(), forbidden_writes=(),
-          tcp: bool = True, forks: bool = True, timeout: float = 60.0) -> dict:
+          tcp: bool = True, forks: bool = True, without=(), timeout: float = 60.0) -> dict:
     """Start a probe child with ``backend`` and return its layers, per-layer report and checks.
 
-    ``secret_files`` are extra paths the child must not read (e.g. a dataset file).
+    ``secret_files`` are extra paths the child must not read (e.g. a dataset file). ``without``
+    switches layers off (``"namespaces"``, ``"landlock"``, ``"seccomp"``, ``"uid"``, ``"rlimits"``)
+    to show what each one contributes.
     """
     limits = limits or Limits()
     impl = BACKENDS[backend]()
@@ -42,6 +44,10 @@ def probe(backend: str = "process", *, limits: Limits | None = None, secret_file
     os.chmod(secret, 0o644)  # world-readable: only Landlock keeps the child out
     listener = None
     plan = impl.layers(limits, "cpu")
+    for layer in without:
+        if layer not in plan:
+            raise ValueError(f"unknown layer {layer!r}; choose from {', '.join(plan)}")
+        plan[layer] = None if layer == "uid" else False
     sd = prepare_sandbox_dir(None, uid=plan.get("uid"))
     proc = None
     try:
