@@ -8,12 +8,9 @@ from harness.submission.archive import ArchiveLimits
 from harness.submission.core import Submission, load
 from harness.submission.manifest import FORMATS, MANIFEST_NAME, MANIFEST_SCHEMA, manifest_problems
 
-
-def validate(path, **options):
-    """See :func:`harness.submission.validation.validate`."""
-    from harness.submission.validation import validate as _validate
-
-    return _validate(path, **options)
+# Imported eagerly so that the package attribute ``validate`` is the function for good: both
+# ``harness.submission.validate(path)`` and ``from harness.submission.validate import validate`` work.
+from harness.submission.validate import validate  # noqa: E402  isort: skip
 
 
 __all__ = ["ArchiveLimits", "FORMATS", "MANIFEST_NAME", "MANIFEST_SCHEMA", "Submission", "load",
