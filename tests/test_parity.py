@@ -1,0 +1,180 @@
+"""Parity with disentanglement_lib 1.5 on identical arrays (DESIGN 4): the reference is an
+oracle, loaded with its shims from tests/dlib_oracle.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness import metrics
+from test_metrics_representations import KINDS, represent, sample_factors
+
+dlib_oracle = pytest.importorskip("dlib_oracle")
+try:
+    DL = dlib_oracle.load()
+except ImportError as exc:  # pragma: no cover - the oracle is in the test extra
+    pytest.skip(f"disentanglement_lib not importable: {exc}", allow_module_level=True)
+
+SIZES = [3, 6, 10, 8]
+N_TRAIN, N_TEST = 1500, 700
+EXACT = 1e-6
+
+# disentanglement_lib itself warns on the degenerate representations (that is what is tested)
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::scipy.linalg.LinAlgWarning")
+
+
+def arrays(kind, seed=0):
+    factors = sample_factors(SIZES, N_TRAIN + N_TEST, seed)
+    codes = represent(kind, factors, SIZES, seed=seed + 1)
+    return codes[:N_TRAIN], factors[:N_TRAIN], codes[N_TRAIN:], factors[N_TRAIN:]
+
+
+def without_constant(codes, *others):
+    keep = codes.var(axis=0) > 0
+    return (codes[:, keep],) + tuple(o[:, keep] for o in others)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mig(kind):
+    c, f, _, _ = arrays(kind)
+    ours = metrics.mig(c, f, n_bootstrap=0)["discrete_mig"]
+    theirs = DL.mig._compute_mig(c.T, f.T)["discrete_mig"]
+    assert ours == pytest.approx(theirs, abs=EXACT)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("continuous", [False, True])
+def test_sap(kind, continuous):
+    c, f, ct, ft = arrays(kind)
+    ours = metrics.sap(c, f, ct, ft, continuous_factors=continuous, n_bootstrap=0)["sap_score"]
+    theirs = DL.sap_score._compute_sap(c.T, f.T, ct.T, ft.T, continuous)["SAP_score"]
+    assert ours == pytest.approx(theirs, abs=EXACT)
+
+
+def _dl_modularity_explicitness(c, f, ct, ft):
+    mi = DL.utils.discrete_mutual_info(DL.utils.make_discretizer(c.T), f.T)
+    modularity = DL.modularity_explicitness.modularity(mi)
+    train_norm, mean, std = DL.utils.normalize_data(c.T)
+    test_norm, _, _ = DL.utils.normalize_data(ct.T, mean, std)
+    scores = [DL.modularity_explicitness.explicitness_per_factor(train_norm, f[:, k], test_norm, ft[:, k])
+              for k in range(f.shape[1])]
+    return modularity, np.mean([s[0] for s in scores]), np.mean([s[1] for s in scores])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_modularity_explicitness(kind):
+    c, f, ct, ft = arrays(kind)
+    ours = metrics.modularity_explicitness(c, f, ct, ft, n_bootstrap=0)
+    if kind == "collapsed":
+        # disentanglement_lib divides by the zero std of a constant code and fails; ours keeps the
+        # constant code as zeros, which a logistic regression ignores: compare with it dropped.
+        with pytest.raises(ValueError):
+            _dl_modularity_explicitness(c, f, ct, ft)
+        modularity = DL.modularity_explicitness.modularity(
+            DL.utils.discrete_mutual_info(DL.utils.make_discretizer(c.T), f.T))
+        _, train, test = _dl_modularity_explicitness(*without_constant(c, ct)[:1], f,
+                                                     without_constant(c, ct)[1], ft)
+    else:
+        modularity, train, test = _dl_modularity_explicitness(c, f, ct, ft)
+    assert ours["modularity_score"] == pytest.approx(modularity, abs=EXACT)
+    assert ours["explicitness_score_train"] == pytest.approx(train, abs=EXACT)
+    assert ours["explicitness_score_test"] == pytest.approx(test, abs=EXACT)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_irs(kind):
+    c, f, _, _ = arrays(kind)
+    ours = metrics.irs(c, f, n_bootstrap=0)
+    active = DL.irs._drop_constant_dims(c.T)
+    theirs = DL.irs.scalable_disentanglement_score(DL.utils.make_discretizer(f.T).T, active.T, 0.99)["avg_score"]
+    assert ours["irs"] == pytest.approx(theirs, abs=EXACT)
+    assert ours["num_active_dims"] == active.shape[0]  # disentanglement_lib sums the values instead
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unsupervised(kind):
+    c, _, _, _ = arrays(kind)
+    ours = metrics.unsupervised(c, n_bootstrap=0)
+    reduced = without_constant(c)[0]  # disentanglement_lib's TC is NaN with a constant code
+    cov = np.cov(reduced.T)
+    assert ours["gaussian_total_correlation"] == pytest.approx(
+        DL.unsupervised_metrics.gaussian_total_correlation(cov), rel=EXACT, abs=EXACT)
+    full_cov = np.cov(c.T)
+    wasserstein = np.real(DL.unsupervised_metrics.gaussian_wasserstein_correlation(full_cov))
+    assert ours["gaussian_wasserstein_correlation"] == pytest.approx(wasserstein, abs=EXACT)
+    assert ours["gaussian_wasserstein_correlation_norm"] == pytest.approx(
+        wasserstein / np.trace(full_cov), abs=EXACT)
+    binned = DL.utils.make_discretizer(c.T)
+    mi = DL.utils.discrete_mutual_info(binned, binned)
+    np.fill_diagonal(mi, 0)
+    assert ours["mutual_info_score"] == pytest.approx(mi.sum() / (c.shape[1] ** 2 - c.shape[1]), abs=EXACT)
+
+
+def test_total_correlation_nan_in_dlib_with_constant_code():
+    c, _, _, _ = arrays("collapsed")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        assert np.isnan(DL.unsupervised_metrics.gaussian_total_correlation(np.cov(c.T)))
+    assert np.isfinite(metrics.unsupervised(c, n_bootstrap=0)["gaussian_total_correlation"])
+
+
+@pytest.mark.parametrize("kind", ["identity", "rotated", "noisy"])
+def test_dci_gbt(kind):
+    sizes = [3, 4, 5]
+    factors = sample_factors(sizes, 900, seed=3)
+    codes = represent(kind, factors, sizes, seed=4, num_dims=4)
+    c, f, ct, ft = codes[:600], factors[:600], codes[600:], factors[600:]
+    ours = metrics.dci(c, f, ct, ft, estimator="gbt", n_bootstrap=0, n_jobs=1)
+    theirs = DL.dci._compute_dci(c.T, f.T, ct.T, ft.T)
+    for key in ("disentanglement", "completeness", "informativeness_train", "informativeness_test"):
+        assert ours[key] == pytest.approx(theirs[key], abs=0.01), key
+
+
+class _Encoder:
+    """A deterministic encoder of the dummy dataset: band brightnesses, mixed and bent."""
+
+    def __init__(self, mixing):
+        self.mixing = np.asarray(mixing, dtype=np.float64)
+
+    def __call__(self, images):
+        x = np.asarray(images, dtype=np.float64)
+        if np.asarray(images).dtype == np.uint8:
+            x = x / 255.0
+        bands = np.stack([x[:, 5 * k:5 * k + 5].mean(axis=(1, 2, 3)) for k in range(3)], axis=1)
+        wobble = np.sin(40.0 * bands)  # deterministic "noise": a function of the image
+        return np.concatenate([bands, wobble], axis=1) @ self.mixing
+
+
+MIXINGS = {
+    "clean": np.eye(6),
+    "entangled": np.random.default_rng(7).normal(size=(6, 6)),
+}
+
+
+@pytest.mark.parametrize("mixing", list(MIXINGS))
+def test_factor_vae(mixing):
+    from harness import datasets
+
+    dataset = datasets.load("dummy")
+    encoder = _Encoder(MIXINGS[mixing])
+    dlib_oracle.configure(["prune_dims.threshold = 0.05"])
+    theirs = DL.factor_vae.compute_factor_vae(dlib_oracle.GroundTruthAdapter(dataset), encoder,
+                                              np.random.RandomState(0), None, batch_size=64, num_train=3000,
+                                              num_eval=2000, num_variance_estimate=3000)
+    ours = metrics.factor_vae(dataset, encoder, seed=0, num_train=3000, num_eval=2000,
+                              num_variance_estimate=3000, n_bootstrap=0)
+    assert ours["eval_accuracy"] == pytest.approx(theirs["eval_accuracy"], abs=0.02)
+    assert ours["train_accuracy"] == pytest.approx(theirs["train_accuracy"], abs=0.02)
+
+
+@pytest.mark.parametrize("mixing", list(MIXINGS))
+def test_beta_vae(mixing):
+    from harness import datasets
+
+    dataset = datasets.load("dummy")
+    encoder = _Encoder(MIXINGS[mixing])
+    theirs = DL.beta_vae.compute_beta_vae_sklearn(dlib_oracle.GroundTruthAdapter(dataset), encoder,
+                                                  np.random.RandomState(0), None, batch_size=16, num_train=2000,
+                                                  num_eval=2000)
+    ours = metrics.beta_vae(dataset, encoder, seed=0, batch_size=16, num_train=2000, num_eval=2000,
+                            n_bootstrap=0)
+    assert ours["eval_accuracy"] == pytest.approx(theirs["eval_accuracy"], abs=0.02)
