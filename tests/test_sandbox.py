@@ -241,3 +241,35 @@ def test_cuda_request_falls_back_to_cpu_with_a_note(good):
         assert enc.info["device"] == "cpu"
         assert any("cuda requested" in n and "CPU" in n for n in enc.notes), enc.notes
     np.testing.assert_allclose(codes, hostile.expected_codes(x), atol=1e-4)
+
+
+def test_the_child_dies_with_its_parent(good, tmp_path):
+    import signal
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from harness.sandbox import open_encoder\n"
+        f"with open_encoder({good!r}) as enc:\n"
+        "    print(enc._proc.pid, flush=True)\n"
+        "    time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # alive
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        for _ in range(100):
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            if open(f"/proc/{child}/stat").read().split(") ")[1].startswith("Z"):
+                break  # a zombie waiting for init to reap it: dead
+            time.sleep(0.05)
+        else:
+            pytest.fail("the sandboxed child outlived its parent")
+    finally:
+        parent.kill()

@@ -30,7 +30,6 @@ def apply_layers(cfg: dict) -> tuple[list[str], list[str]]:
         return ok
 
     want = cfg["layers"]
-    record("die_with_parent", L.die_with_parent())
     namespaces = False
     if want.get("namespaces"):
         namespaces = record("namespaces:net,ipc,mount", L.unshare_namespaces())
@@ -55,6 +54,10 @@ def apply_layers(cfg: dict) -> tuple[list[str], list[str]]:
         record("rlimits:" + why.split(" ")[0], (ok, why))
     if uid is not None:
         record(f"uid:{uid}", L.drop_to_uid(uid))
+    # after the uid switch: a credential change clears the parent-death signal
+    record("die_with_parent", L.die_with_parent())
+    if os.getppid() != _START_PPID:
+        os._exit(1)  # the parent died before the signal was armed
     record("not_dumpable", L.not_dumpable())
     if want.get("no_new_privs", True):
         record("no_new_privs", L.no_new_privs())
@@ -141,6 +144,9 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
             metas.append({"shape": list(blob.shape), "dtype": blob.dtype.str, "bytes": blob.nbytes})
             blobs.append(blob.tobytes())
         protocol.send(chan_out, {"ok": True, "outputs": metas}, b"".join(blobs))
+
+
+_START_PPID = os.getppid()
 
 
 def main() -> None:

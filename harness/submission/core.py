@@ -83,9 +83,10 @@ def _find_manifest_root(top: str) -> str:
                    "put submission.json next to the model file")
 
 
-def _walk_files(root: str) -> list[str]:
-    """Relative paths of every file under root; refuses links and special files."""
+def _walk_files(root: str, limits: archive.ArchiveLimits) -> list[str]:
+    """Relative paths of every file under root; refuses links, special files, and too much data."""
     files = []
+    total = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         for name in dirnames + filenames:
             full = os.path.join(dirpath, name)
@@ -97,6 +98,10 @@ def _walk_files(root: str) -> list[str]:
                 continue
             if not stat.S_ISREG(st.st_mode):
                 raise _invalid(f"{rel!r} is not a regular file (device, FIFO or socket)")
+            total += st.st_size
+            if total > limits.max_total_bytes or len(files) >= limits.max_members:
+                raise _invalid(f"the submission holds more than {limits.max_total_bytes // 1024**2} MiB or "
+                               f"{limits.max_members} files; keep only the manifest and the model")
             files.append(rel)
     return sorted(files)
 
@@ -213,7 +218,7 @@ def load(path, *, archive_limits: archive.ArchiveLimits = archive.ArchiveLimits(
         else:
             raise _invalid(f"{path!r} is neither a folder nor a .zip/.tar.gz archive")
         root = _find_manifest_root(top)
-        files = _walk_files(root)
+        files = _walk_files(root, archive_limits)
         manifest = _read_manifest(root)
         _check_model(root, manifest, files)
         sha = content_sha256(root, files)
