@@ -62,7 +62,7 @@ def read_exact(fd: int, n: int, deadline: float | None = None) -> bytearray:
     got = 0
     while got < n:
         left = _remaining(deadline)
-        if deadline is not None and not poller.poll(max(1, int(left * 1000))):
+        if not poller.poll(None if left is None else max(1, int(left * 1000))):
             continue
         try:
             k = os.readv(fd, [view[got:]])
