@@ -69,3 +69,21 @@ def test_problems_name_the_line(text, line, words):
 def test_missing_file():
     with pytest.raises(InputError, match="challenge file not found"):
         load_challenge("/nonexistent/c.toml")
+
+
+def test_metric_names_values_and_params_checked_against_the_registry():
+    from harness import metrics
+
+    assert "mig" in metrics.names()
+    cases = [
+        (GOOD.replace('"mig.discrete_mig"', '"mig.bogus"'), 5, "'mig.bogus' is not a value of metric 'mig'"),
+        (GOOD.replace('"mig.discrete_mig"', '"dci.disentanglement"').replace("[ranking]", "[metrics]\nnames = [\"mig\"]\n[ranking]"),
+         7, "metric 'dci' is not among the graded metrics"),
+        (GOOD + "[metrics.params.factor_vae]\nnum_trian = 5\n", 7, "num_trian: unknown parameter of factor_vae"),
+        (GOOD + "[metrics]\npreset = \"fancy\"\n", 7, "unknown preset 'fancy'"),
+        (GOOD + "[metrics]\nnames = [\"migg\"]\n", 7, "unknown metric 'migg'"),
+    ]
+    for text, line, words in cases:
+        with pytest.raises(InputError) as info:
+            parse_challenge(text, path="ch.toml")
+        assert f"line {line}:" in str(info.value) and words in str(info.value), str(info.value)

@@ -192,11 +192,12 @@ def _known_metrics():
     except Exception:
         return None
     keys = {n: list(getattr(s, "keys", []) or []) for n, s in specs.items()}
+    params = {n: set(getattr(s, "default_params", {}) or {}) for n, s in specs.items()}
     presets: dict[str, list[str]] = {}
     for n, s in specs.items():
         for p in getattr(s, "presets", ()) or ():
             presets.setdefault(p, []).append(n)
-    return keys, presets
+    return keys, presets, params
 
 
 def _known_datasets() -> list[str]:
@@ -302,7 +303,7 @@ def parse_challenge(text: str, *, path="challenge.toml") -> Challenge:
     known = _known_metrics()
     selected = None
     if known is not None:
-        keys, presets = known
+        keys, presets, known_params = known
         if preset is not None and preset not in presets:
             raise p.error("metrics", "preset", f"unknown preset {preset!r} (known: {', '.join(sorted(presets))})")
         for n in metric_names or ():
@@ -313,6 +314,10 @@ def parse_challenge(text: str, *, path="challenge.toml") -> Challenge:
         for n in params:
             if n not in selected:
                 raise p.error(f"metrics.params.{n}", None, f"metric {n!r} is not among the graded metrics ({', '.join(sorted(selected))})")
+            for key in params[n]:
+                if known_params[n] and key not in known_params[n]:
+                    raise p.error(f"metrics.params.{n}", key,
+                                  f"unknown parameter of {n} (known: {', '.join(sorted(known_params[n]))})")
 
     # ranking
     r = doc.get("ranking", {})
