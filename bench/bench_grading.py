@@ -139,7 +139,7 @@ def main(argv=None) -> int:
                 return 1
             print(f"  --workers {workers}: {wall[workers]:7.2f} s  ({wall[workers] / args.submissions:.2f} s/job)")
         ratio = wall[args.workers] / wall[1]
-        print(f"  ratio workers={args.workers} / serial: {ratio:.2f}  (target <= 0.60: "
+        print(f"  ratio workers={args.workers} / serial: {ratio:.3f}  (target <= 0.60: "
               f"{'met' if ratio <= 0.6 else 'NOT met'})")
 
         sub0 = tmp / "subs" / "bench-00"
