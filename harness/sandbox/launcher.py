@@ -109,8 +109,8 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
         return
     except BaseException as exc:  # the model's own code may raise anything while loading
         kind = "memory_exceeded" if loaders.is_memory_error(exc) else "load_error"
-        protocol.send(chan_out, _failure_header(kind, f"loading the model raised {type(exc).__name__}: "
-                                                f"{str(exc)[:500]}", traceback.format_exc()[-4000:]))
+        protocol.send(chan_out, _failure_header(kind, f"loading the model raised {loaders.one_line(exc)}",
+                                                traceback.format_exc()[-4000:]))
         return
     protocol.send(chan_out, {"ok": True, "layers": applied, "report": report, "info": info})
 
@@ -132,8 +132,8 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
             return
         except BaseException as exc:
             kind = "memory_exceeded" if loaders.is_memory_error(exc) else "runtime_error"
-            protocol.send(chan_out, _failure_header(kind, f"the model's forward raised {type(exc).__name__}: "
-                                                    f"{str(exc)[:500]}", traceback.format_exc()[-4000:]))
+            protocol.send(chan_out, _failure_header(kind, f"the model's forward raised {loaders.one_line(exc)}",
+                                                    traceback.format_exc()[-4000:]))
             return
         metas, blobs = [], []
         for out in outputs:

@@ -19,6 +19,15 @@ def _fail(kind: str, message: str, detail: str | None = None) -> SubmissionFailu
     return SubmissionFailure(kind, message, detail)
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line: runtimes put the useful part last (TorchScript prints its traceback
+    first), so keep the last non-empty line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[-1] if lines else ""
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def is_memory_error(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
@@ -119,7 +128,7 @@ def load_onnx(path: str, root: str, *, threads: int, device: str, num_outputs: i
         sess = ort.InferenceSession(path, sess_options=opts, providers=providers)
     except Exception as exc:
         kind = "memory_exceeded" if is_memory_error(exc) else "load_error"
-        raise _fail(kind, f"onnxruntime refused the model: {str(exc)[:500]}") from None
+        raise _fail(kind, f"onnxruntime refused the model: {one_line(exc)}", str(exc)[:4000]) from None
     if used == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
         used = "cpu"
         notes.append("the CUDA provider failed to initialise; ran on the CPU")
@@ -199,7 +208,7 @@ def load_torch(path: str, *, fmt: str, threads: int, device: str, num_outputs: i
         raise
     except Exception as exc:
         kind = "memory_exceeded" if is_memory_error(exc) else "load_error"
-        raise _fail(kind, f"torch could not load the {fmt} model: {str(exc)[:500]}") from None
+        raise _fail(kind, f"torch could not load the {fmt} model: {one_line(exc)}", str(exc)[:4000]) from None
 
     def forward(x):
         with torch.inference_mode():

@@ -308,7 +308,8 @@ class EncoderSession:
                 raise
             except Exception as exc:
                 kind = "memory_exceeded" if loaders.is_memory_error(exc) else "runtime_error"
-                raise SubmissionFailure(kind, f"the model's forward raised {type(exc).__name__}: {exc}") from None
+                raise SubmissionFailure(kind, f"the model's forward raised {loaders.one_line(exc)}",
+                                        str(exc)[-4000:]) from None
             return check_outputs(outputs, n=n, latent_dim=d, names=names)
         chunk = np.ascontiguousarray(chunk)
         # A well-behaved reply is at most n*d float64s per output; anything larger is refused unread.
