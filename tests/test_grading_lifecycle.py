@@ -393,3 +393,45 @@ def test_job_guard_and_log_cap(tmp_path, env):
     log = rows["chatty"]["log"]
     assert len(log.encode()) < 4096 + 200 and "bytes cut: log capped at 4096 bytes" in log
     assert "fake job chatty" in log and log.rstrip().endswith("last line")  # head and tail kept
+
+
+def test_outcome_written_before_the_grader_died_is_kept(tmp_path, env):
+    import socket
+
+    from harness.grading import Store, grade
+    from harness.grading.discover import discover
+
+    subs = tmp_path / "subs"
+    make_submission(subs, "alpha", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
+    make_submission(subs, "beta", {"values": {"mig.discrete_mig": 0.4, "sap.sap_score": 0.2}})
+    challenge = _challenge(write_challenge(tmp_path / "c.toml"))
+    db = tmp_path / "g.db"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with Store(db) as store:
+        store.register(discover([subs]), challenge)
+        store.db.execute("INSERT INTO runs VALUES ('dead-run', ?, ?, 'gone', 0, 'grade')",
+                         (socket.gethostname(), int(dead.stdout)))
+        job = store.claim("dead-run", lease_seconds=3600)  # alpha: its worker finished, the grader did not
+        beta = store.claim("dead-run", lease_seconds=3600)  # beta: killed mid-way, nothing written
+    workdir = Path(str(db) + ".logs") / f"job-{job['id']}-attempt-1"
+    workdir.mkdir(parents=True)
+    evaluation = fake_job({**_job_dict(job, subs / "alpha"), "attempt": 1})
+    (workdir / "outcome.json").write_text(json.dumps({"status": "ok", "evaluation": evaluation}))
+    (workdir / "log.txt").write_text("written before the grader died\n")
+    env.write_text("")  # count only what runs from here on
+    grade([subs], challenge, db, job_fn=JOB_FN)
+    assert env.read_text().splitlines() == ["beta|dummy|public|2"]  # alpha was not run again
+    with Store(db) as store:
+        rows = {r["submission"]: r for r in store.jobs()}
+        assert rows["alpha"]["state"] == "finished" and rows["alpha"]["attempts"] == 1
+        assert rows["alpha"]["log"] == "written before the grader died\n"
+        assert [(e["event"], e["detail"]) for e in store.events(job["id"])][-1] == (
+            "finished", "adopted from a dead grader's worker")
+        assert (rows["beta"]["state"], rows["beta"]["attempts"]) == ("finished", 2)
+        assert [e["event"] for e in store.events(beta["id"])] == ["queued", "running", "requeued", "running",
+                                                                  "finished"]
+
+
+def _job_dict(row, path):
+    return {"submission": row["submission"], "submission_path": str(path), "dataset": row["dataset"],
+            "split": row["split"], "preset": "challenge", "seed": 0}

@@ -9,6 +9,7 @@ The grader is the only writer of results. Executors only run attempts and hand o
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -19,7 +20,7 @@ from harness.errors import InputError
 from harness.grading.challenge import Challenge
 from harness.grading.discover import discover
 from harness.grading.store import Store
-from harness.grading.worker import DEFAULT_JOB_FN, WorkerProcess, run_in_subprocess
+from harness.grading.worker import DEFAULT_JOB_FN, WorkerProcess, cap_log, run_in_subprocess
 
 
 @dataclass
@@ -196,11 +197,14 @@ def grade(paths, challenge: Challenge, db, *, workers: int = 1, scheduler: str |
         echo(f"{len(entries)} submission(s): {registered['new']} new job(s), {registered['requeued']} re-queued, "
              f"{registered['unchanged']} unchanged")
         run_id = store.start_run(command="grade")
+        log_root = Path(log_dir) if log_dir else Path(str(db) + ".logs")
+        adopted = adopt_finished_orphans(store, log_root, challenge)
+        if adopted:
+            echo(f"kept {len(adopted)} result(s) that workers wrote before an earlier grader died")
         recovered = store.recover(max_attempts=challenge.max_attempts)
         if recovered:
             echo(f"recovered {len(recovered)} job(s) abandoned by an earlier grader")
         summary = GradeSummary(registered=registered, recovered=recovered)
-        log_root = Path(log_dir) if log_dir else Path(str(db) + ".logs")
         executor = DaskExecutor(scheduler, challenge) if scheduler else LocalExecutor(workers, challenge)
         _loop(store, executor, challenge, run_id, job_fn, log_root, summary, echo, poll_interval)
         summary.counts = store.counts()
@@ -208,6 +212,33 @@ def grade(paths, challenge: Challenge, db, *, workers: int = 1, scheduler: str |
         return summary
     finally:
         store.close()
+
+
+def adopt_finished_orphans(store: Store, log_root: Path, challenge: Challenge) -> list[int]:
+    """End running jobs of dead graders (this host) whose worker had already written its outcome.
+
+    The worker writes ``outcome.json`` atomically before it exits, so a grader killed between
+    that and its own write loses nothing: the next grader records the outcome under the dead
+    attempt's identity (the same conditional update, so still exactly once).
+    """
+    adopted = []
+    for row in store.jobs(state="running"):
+        if not store.owner_dead(row["owner"]):
+            continue
+        workdir = log_root / f"job-{row['id']}-attempt-{row['attempts']}"
+        try:
+            outcome = json.loads((workdir / "outcome.json").read_text())
+        except (OSError, ValueError):
+            continue
+        log_path = workdir / "log.txt"
+        outcome["log"] = cap_log(log_path, challenge.log_cap_kb * 1024)
+        state = store.finish(row["id"], row["owner"], row["attempts"], outcome, max_attempts=challenge.max_attempts,
+                             log_path=str(log_path) if log_path.exists() else None,
+                             note="adopted from a dead grader's worker")
+        if state is not None:
+            _cleanup_workdir(workdir)
+            adopted.append(row["id"])
+    return adopted
 
 
 def _loop(store, executor, challenge, run_id, job_fn, log_root, summary, echo, poll_interval):

@@ -170,7 +170,7 @@ class Store:
             )
         return run_id
 
-    def _owner_dead(self, owner: str | None) -> bool:
+    def owner_dead(self, owner: str | None) -> bool:
         """True when the owning run is a process on this host that no longer exists."""
         if owner is None:
             return True
@@ -284,7 +284,7 @@ class Store:
         with self.transaction():
             for row in self.db.execute("SELECT * FROM jobs WHERE state='running'").fetchall():
                 expired = row["lease_deadline"] is not None and row["lease_deadline"] < now
-                if not (expired or self._owner_dead(row["owner"])):
+                if not (expired or self.owner_dead(row["owner"])):
                     continue
                 why = "lease expired" if expired else "grader died"
                 if row["attempts"] >= max_attempts:
@@ -329,7 +329,7 @@ class Store:
             )
 
     def finish(self, job_id: int, owner: str, attempt: int, outcome: dict, *, max_attempts: int,
-               log_path: str | None = None) -> str | None:
+               log_path: str | None = None, note: str | None = None) -> str | None:
         """End an attempt with its outcome; returns the new state, or None if the attempt was stale.
 
         ``outcome``: ``{"status": "ok", "evaluation": {...}}`` or ``{"status": "failed",
@@ -351,7 +351,7 @@ class Store:
                     "lease_deadline=NULL, failure_kind=NULL, failure_message=NULL, failure_detail=NULL WHERE id=?",
                     (json.dumps(outcome["evaluation"]), log, log_path, now, job_id),
                 )
-                self._event(job_id, "finished", attempt, owner)
+                self._event(job_id, "finished", attempt, owner, note)
                 return "finished"
             failure = outcome.get("failure") or {"kind": "infra_error", "message": "no outcome", "detail": None}
             if failure["kind"] == "infra_error" and attempt < max_attempts:
@@ -367,7 +367,7 @@ class Store:
                 "log_path=?, finished_at=?, lease_deadline=NULL WHERE id=?",
                 (failure["kind"], failure["message"], failure.get("detail"), log, log_path, now, job_id),
             )
-            self._event(job_id, "failed", attempt, owner, failure["kind"])
+            self._event(job_id, "failed", attempt, owner, failure["kind"] + (f" ({note})" if note else ""))
             return "failed"
 
     def release(self, job_id: int, owner: str, attempt: int, why: str) -> None:
