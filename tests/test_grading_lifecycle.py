@@ -369,6 +369,10 @@ def test_cli_grade_status_leaderboard_formats(tmp_path, env):
     # bad input: one line, exit 2
     missing = run("status", "--db", str(tmp_path / "nope.db"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: no grading store")
+    again = run("grade", str(subs), "--challenge", str(challenge), "--db", str(db), "--job-fn", JOB_FN,
+                "--regrade", "gamma")
+    # gamma's 3 jobs, plus the 3 other infra_error jobs (the unloadable private file) a new run retries
+    assert again.returncode == 0 and "0 new job(s), 6 re-queued, 6 unchanged" in again.stderr
     bad = run("grade", str(subs), "--challenge", str(tmp_path / "none.toml"), "--db", str(db))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
