@@ -273,3 +273,14 @@ def test_the_child_dies_with_its_parent(good, tmp_path):
             pytest.fail("the sandboxed child outlived its parent")
     finally:
         parent.kill()
+
+
+def test_a_sandbox_that_cannot_start_is_an_infra_error(good, monkeypatch):
+    from harness.sandbox import backends
+
+    # a launcher that dies before the layers are up: our failure, never the participant's
+    monkeypatch.setattr(backends, "python_command", lambda lib: [sys.executable, "-c", "import sys; sys.exit(3)"])
+    with pytest.raises(SubmissionFailure) as info:
+        with open_encoder(load(good)):
+            pass
+    assert info.value.kind == "infra_error"

@@ -96,6 +96,8 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
                                  "checks": run_probes(cfg)})
         return
 
+    # Sandboxed from here on: anything that fails now is the submission's doing.
+    protocol.send(chan_out, {"ok": True, "stage": "sandboxed", "layers": applied, "report": report})
     from harness.errors import SubmissionFailure
     from harness.sandbox import loaders
 
@@ -112,7 +114,7 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
         protocol.send(chan_out, _failure_header(kind, f"loading the model raised {loaders.one_line(exc)}",
                                                 traceback.format_exc()[-4000:]))
         return
-    protocol.send(chan_out, {"ok": True, "layers": applied, "report": report, "info": info})
+    protocol.send(chan_out, {"ok": True, "stage": "loaded", "info": info})
 
     import numpy as np
 

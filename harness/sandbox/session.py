@@ -162,9 +162,10 @@ class EncoderSession:
         self._log = _LogTail(self._proc.stderr)
         for f in (self._proc.stdin, self._proc.stdout):
             os.set_blocking(f.fileno(), False)
-        header, _ = self._request({"config": cfg}, b"", what="loading the model")
+        header, _ = self._request({"config": cfg}, what="setting up the sandbox", ours=True)
         self.layers = header["layers"]
         self.report = header["report"]
+        header, _ = self._request(None, what="loading the model")
         self.info = header.get("info", {})
         self.notes.extend(self.info.get("notes", []))
         return self
@@ -252,21 +253,27 @@ class EncoderSession:
         return SubmissionFailure("crashed", f"the model's process exited (code {code}) while {what}; a model "
                                  "must not exit or close its standard streams", detail)
 
-    def _request(self, header: dict, payload, *, what: str, max_payload: int | None = None,
-                 deadline: float | None = None):
+    def _request(self, header: dict | None, payload=b"", *, what: str, max_payload: int | None = None,
+                 deadline: float | None = None, ours: bool = False):
+        """Send ``header`` (None: send nothing) and read one reply. ``ours``: the child is still
+        setting up the sandbox, so a death is our failure (``infra_error``), not the model's."""
         if self._failed is not None:
             raise self._failed
         deadline = self._deadline() if deadline is None else deadline
         fd_in, fd_out = self._proc.stdin.fileno(), self._proc.stdout.fileno()
         try:
-            protocol.send(fd_in, header, payload, deadline)
+            if header is not None:
+                protocol.send(fd_in, header, payload, deadline)
             reply, data = protocol.recv(fd_out, deadline, max_payload=max_payload)
-        except protocol.Deadline:
-            self._killed_for_wall = True
-            self._backend.kill(self._proc, self._sd)
-            self._fail(self._death(what))
-        except (protocol.ChannelClosed, OSError):
-            self._fail(self._death(what))
+        except (protocol.Deadline, protocol.ChannelClosed, OSError) as exc:
+            if isinstance(exc, protocol.Deadline):
+                self._killed_for_wall = True
+                self._backend.kill(self._proc, self._sd)
+            death = self._death(what)
+            if ours:
+                death = SubmissionFailure("infra_error", f"the sandbox failed while {what} ({death.message})",
+                                          death.detail)
+            self._fail(death)
         except ValueError as exc:  # garbage on the channel: the model wrote to our pipe
             self._fail(SubmissionFailure("bad_output", f"the model corrupted the result channel while {what}: {exc}"))
         if not reply.get("ok"):
