@@ -138,6 +138,8 @@ def test_probe_dataset_files_network_forks_and_signals_are_contained(tmp_path, b
         assert "fork_bomb" in checks
     assert not (tmp_path / "dropped.txt").exists()
     assert result["facts"]["scratch_writable"]
+    # the launcher runs from its private copy, never the repository or site-packages
+    assert "/harness-sbx-" in result["facts"]["harness_from"] and "/lib/harness/" in result["facts"]["harness_from"]
     assert set(result["facts"]["env"]) <= {"HOME", "LANG", "PATH", "PWD", "TMPDIR", "TORCHINDUCTOR_CACHE_DIR",
                                            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                            "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"}

@@ -110,8 +110,8 @@ def child_sys_path(lib: str) -> list[str]:
     """sys.path for the child: the private lib, then the interpreter's own entries (stdlib,
     site-packages), never the repository or the working directory."""
     prefixes = tuple({sys.prefix, sys.base_prefix})
-    keep = [p for p in sys.path if p and os.path.isabs(p) and p.startswith(prefixes)
-            and not os.path.isdir(os.path.join(p, "harness"))]
+    # lib comes first, so its copy of harness wins over one pip-installed in site-packages
+    keep = [p for p in sys.path if p and os.path.isabs(p) and p.startswith(prefixes)]
     return [lib] + list(dict.fromkeys(keep))
 
 

@@ -78,7 +78,9 @@ def run_probes(cfg: dict) -> dict:
         checks["signal_parent"] = _attempt(lambda: (os.kill(targets["parent_pid"], 0), "signalled the parent")[1])
     # what the child can do and see (not containment checks; reported as facts)
     scratch = cfg["write_paths"][0]
-    facts = {"uid": os.getuid(), "env": sorted(os.environ), "cwd": os.getcwd()}
+    import harness
+
+    facts = {"uid": os.getuid(), "env": sorted(os.environ), "cwd": os.getcwd(), "harness_from": harness.__file__}
     try:
         _write(os.path.join(scratch, "probe.txt"))
         facts["scratch_writable"] = True
