@@ -15,7 +15,8 @@ class Limits:
     total_wall_seconds
         Wall-clock budget for the whole session, loading included.
     cpu_seconds
-        CPU time of the child over the session (RLIMIT_CPU, soft < hard: SIGXCPU -> ``timeout``).
+        CPU time of the child over the session (RLIMIT_CPU, soft < hard: SIGXCPU -> ``timeout``),
+        importing the runtime included (torch: 2-3 s).
     memory_mb
         Address space of the child (RLIMIT_AS): allocations beyond it fail -> ``memory_exceeded``.
         Model runtimes reserve virtual memory generously; keep it >= 2048.

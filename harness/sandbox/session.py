@@ -124,6 +124,7 @@ class EncoderSession:
         self._tiling_noted = False
         self._started = time.monotonic()
         self._killed_for_wall = False
+        self._lock = threading.Lock()  # one request at a time on the channel
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -341,6 +342,10 @@ class EncoderSession:
             self._fail(exc)
 
     def _encode(self, images) -> list[np.ndarray]:
+        with self._lock:
+            return self._encode_locked(images)
+
+    def _encode_locked(self, images) -> list[np.ndarray]:
         if self._failed is not None:
             raise self._failed
         x = self._prepare(images)
