@@ -38,7 +38,7 @@ def test_dsprites_orientation_coincidences_are_documented_symmetries():
 
 def test_dsprites_other_factor_changes_always_change_the_image():
     ds = datasets.load("dsprites")
-    f = ds.sample_factors(3000, np.random.default_rng(0))
+    f = ds.sample_factors(1000, np.random.default_rng(0))
     base = ds.binary(f)
     for k in (0, 1, 3, 4):
         for shift in range(1, ds.factor_sizes[k]):
@@ -53,8 +53,8 @@ def test_dsprites_other_factor_changes_always_change_the_image():
 def test_shapes3d_every_factor_change_changes_the_image():
     ds = datasets.load("shapes3d")
     rng = np.random.default_rng(1)
-    bases = ds.sample_factors(6, rng)
-    bases[:, 3:] = [[0, 0, 0], [7, 1, 14], [3, 2, 7], [5, 3, 1], [1, 0, 9], [6, 2, 12]]  # few templates
+    bases = ds.sample_factors(3, rng)
+    bases[:, 3:] = [[0, 0, 0], [7, 1, 14], [3, 3, 7]]  # few templates: each costs a ray trace
     for base in bases:
         for k, size in enumerate(ds.factor_sizes):
             f = np.repeat(base[None, :], size, axis=0)
