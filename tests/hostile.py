@@ -106,6 +106,34 @@ def onnx_linear(path, *, channels=1, latent=LATENT, side=SIDE, logvar=False, tai
     return path
 
 
+def onnx_forever(folder) -> str:
+    """An ONNX model whose Loop runs ~10^15 iterations before producing the code."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    _mk(folder)
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["acc_in", "one"], ["acc_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array(1.0, np.float32), "one")])
+    inits = [numpy_helper.from_array(np.array(10**15, np.int64), "trips"),
+             numpy_helper.from_array(np.array(True), "cond"),
+             numpy_helper.from_array(projection(), "W")]
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "W"], ["z"]),
+             helper.make_node("Loop", ["trips", "cond", "z"], ["mean"], body=body)]
+    graph = helper.make_graph(nodes, "forever", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                 ["N", 1, SIDE, SIDE])],
+                              [helper.make_tensor_value_info("mean", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, os.path.join(folder, "encoder.onnx"))
+    return write_manifest(folder, manifest())
+
+
 def good_onnx(folder, *, channels=1, logvar=False, side=SIDE, latent=LATENT, name="test-model", **kw) -> str:
     _mk(folder)
     onnx_linear(os.path.join(folder, "encoder.onnx"), channels=channels, logvar=logvar, side=side, latent=latent,

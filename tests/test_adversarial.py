@@ -213,6 +213,13 @@ def test_onnx_bad_outputs(tmp_path, good, tail, words):
     _kind(failure, "bad_output", *words)
 
 
+def test_onnx_loop_forever(tmp_path, good):
+    failure, elapsed = run_hostile(hostile.onnx_forever(tmp_path / "s"), good,
+                                   limits=Limits(wall_seconds=3, memory_mb=4096, threads=1))
+    _kind(failure, "timeout", "wall-clock")
+    assert elapsed < 20
+
+
 def test_onnx_unknown_op_domain(tmp_path, good):
     failure, _ = run_hostile(hostile.good_onnx(tmp_path / "s", domain="com.evil"), good)
     _kind(failure, "load_error", "com.evil")

@@ -68,6 +68,8 @@ def test_content_hash_changes_with_content(good, tmp_path):
     ("../evil.txt", "outside the archive"),
     ("a/../../evil.txt", "outside the archive"),
     ("/etc/evil.txt", "absolute path"),
+    ("..\\evil.txt", "outside the archive"),
+    ("C:\\evil.txt", "absolute path"),
 ])
 def test_zip_path_attacks(good, tmp_path, member, match):
     path = hostile.zip_with_member(tmp_path / "a.zip", member, good_folder=good)
