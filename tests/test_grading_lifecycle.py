@@ -439,3 +439,11 @@ def test_outcome_written_before_the_grader_died_is_kept(tmp_path, env):
 def _job_dict(row, path):
     return {"submission": row["submission"], "submission_path": str(path), "dataset": row["dataset"],
             "split": row["split"], "preset": "challenge", "seed": 0}
+
+
+def test_a_submission_this_machine_cannot_see_is_our_failure(tmp_path, env):
+    from harness.grading.worker import run_job
+
+    outcome = run_job({"job_fn": JOB_FN, "job": {"submission_path": str(tmp_path / "gone"), "attempt": 1}})
+    assert outcome["status"] == "failed" and outcome["failure"]["kind"] == "infra_error"
+    assert "not visible on" in outcome["failure"]["message"]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import ctypes
 import importlib
 import json
-import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +54,12 @@ def run_job(spec: dict) -> dict:
     from harness.errors import InputError, SubmissionFailure
 
     start = time.time()
+    path = spec["job"].get("submission_path")
+    if path and not os.path.exists(path):
+        # graded before, so it existed: this machine does not see it (a worker off the shared filesystem)
+        return {"status": "failed", "wall_s": 0.0, "failure": {
+            "kind": "infra_error", "message": f"submission {path} is not visible on {socket.gethostname()} "
+            "(do all workers mount the shared filesystem at the same path?)", "detail": None}}
     try:
         fn = resolve(spec.get("job_fn") or DEFAULT_JOB_FN)
         evaluation = _json_ready(fn(spec["job"]))
@@ -186,16 +192,6 @@ class WorkerProcess:
 def run_in_subprocess(spec: dict, workdir, *, log_cap_bytes: int, time_limit: float | None = None) -> dict:
     """Run one attempt in a worker process and wait for it (what a Dask task does on its machine)."""
     return WorkerProcess(spec, workdir, log_cap_bytes=log_cap_bytes, time_limit=time_limit).wait()
-
-
-def has_nan(value) -> bool:
-    if isinstance(value, float):
-        return math.isnan(value)
-    if isinstance(value, dict):
-        return any(has_nan(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(has_nan(v) for v in value)
-    return False
 
 
 if __name__ == "__main__":
