@@ -19,16 +19,24 @@ from harness.evaluation.plan import Timing, build_code_table
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Small sizes for every metric of the presets (the study sizes are for bench/).
+# Small sizes for every metric of the presets (the study sizes are for bench/); one job, few replicates.
+_FAST = {"n_bootstrap": 20}
 SMALL = {
-    "factor_vae": {"num_train": 300, "num_eval": 200, "num_variance_estimate": 500, "batch_size": 16},
-    "beta_vae": {"num_train": 300, "num_eval": 200, "batch_size": 16},
-    "dci": {"num_train": 300, "num_test": 200},
-    "sap": {"num_train": 300, "num_test": 200},
-    "mig": {"num_train": 500},
-    "irs": {"num_train": 500},
-    "modularity_explicitness": {"num_train": 300, "num_test": 200},
-    "unsupervised": {"num_train": 500},
+    "factor_vae": {"num_train": 300, "num_eval": 200, "num_variance_estimate": 500, "batch_size": 16, **_FAST},
+    "beta_vae": {"num_train": 300, "num_eval": 200, "batch_size": 16, **_FAST},
+    "dci": {"num_train": 300, "num_test": 200, "n_jobs": 1, **_FAST},
+    "sap": {"num_train": 300, "num_test": 200, "n_jobs": 1, **_FAST},
+    "sap_continuous": {"num_train": 300, "num_test": 200, **_FAST},
+    "mig": {"num_train": 500, **_FAST},
+    "mig_sup": {"num_train": 500, **_FAST},
+    "dcimig": {"num_train": 500, **_FAST},
+    "jemmig": {"num_train": 500, **_FAST},
+    "irs": {"num_train": 500, **_FAST},
+    "modularity_explicitness": {"num_train": 300, "num_test": 200, "n_jobs": 1, **_FAST},
+    "unsupervised": {"num_train": 500, **_FAST},
+    "infomec": {"num_train": 300, "num_test": 200, "n_jobs": 1, **_FAST},
+    "downstream_logistic_regression": {"train_sizes": [10, 100], "num_test": 200, "n_jobs": 1, **_FAST},
+    "downstream_boosted_trees": {"train_sizes": [10, 100], "num_test": 200, "n_jobs": 1, **_FAST},
 }
 
 
@@ -182,3 +190,210 @@ def test_cache_stochastic_requests(tmp_path):
     t2, timing = build_code_table(ds, req, encode, cache=DatasetCache(tmp_path, "aa" * 32, ds))
     assert timing.images_encoded == 0 and timing.images_from_cache == 3
     np.testing.assert_array_equal(t1.lookup("m", req["m"]), t2.lookup("m", req["m"]))
+
+
+# -- evaluate(): plan equivalence, results.json, failures, CLI -----------------------------------
+
+def _small(names):
+    return {n: SMALL[n] for n in names if n in SMALL}
+
+
+def _schema_validator():
+    import jsonschema
+
+    schema = json.loads((REPO / "docs" / "results.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _assert_same_values(got: dict, expected: dict):
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            assert got[key] is None or np.isnan(got[key]), key
+        else:
+            np.testing.assert_allclose(np.asarray(got[key], dtype=float), np.asarray(value, dtype=float),
+                                       rtol=1e-6, atol=1e-9, err_msg=key)
+
+
+def projection_encoder(num_pixels: int, latent_dim: int = 4, seed: int = 0):
+    """A fixed random projection of any image size (for datasets other than dummy)."""
+    w = np.random.default_rng(seed).normal(size=(num_pixels, latent_dim)).astype(np.float32) / np.sqrt(num_pixels)
+
+    def encode(images):
+        return np.asarray(images, dtype=np.float32).reshape(len(images), -1) / 255.0 @ w
+
+    return encode
+
+
+# LogisticRegressionCV (10 Cs x 5 folds per factor) costs a minute even at toy sizes and samples like
+# every array metric; the other downstream metric covers that sampling path.
+_SLOW = {"downstream_logistic_regression"}
+# On a stochastic dataset every sample is rendered (64x64x3 with noise): two metrics, fewer votes.
+_NOISY = {"mig": SMALL["mig"],
+          "factor_vae": {"num_train": 100, "num_eval": 50, "num_variance_estimate": 200, "batch_size": 8, **_FAST}}
+
+
+@pytest.mark.parametrize("dataset,preset", [("dummy", "challenge"), ("dummy", "full"), ("noisy_dsprites", "challenge")])
+def test_plan_scores_equal_each_metric_run_alone(dataset, preset):
+    """The encode-once plan gives every metric exactly what running it alone would."""
+    from harness.evaluation import resolve_metrics, run_dataset
+    from harness.evaluation.results import to_jsonable
+
+    ds = datasets.load(dataset)
+    names = [spec.name for spec, _ in resolve_metrics(preset) if spec.name not in _SLOW]
+    if ds.stochastic:
+        specs = resolve_metrics(preset, list(_NOISY), _NOISY)
+    else:
+        specs = resolve_metrics(preset, names, _small(names))
+    if dataset == "dummy":
+        make_encoder = numpy_encoder
+    else:
+        make_encoder = lambda: projection_encoder(int(np.prod(ds.observation_shape)))  # noqa: E731
+    entry, _ = run_dataset(ds, specs, make_encoder(), seed=3, preset=preset, with_diagnostics=False)
+    timing = entry["timing"]
+    if ds.stochastic:
+        assert timing["images_encoded"] == timing["images_requested"]  # every sample is its own
+    else:
+        assert timing["images_encoded"] <= ds.num_observations  # each grid point at most once
+    for spec, params in specs:
+        request = spec.sample(ds, seed=3, **params)
+        alone = spec.score(request, make_encoder()(request.observations(ds)), seed=3, **params)
+        _assert_same_values(entry["metrics"][spec.name], to_jsonable(alone))
+
+
+CHALLENGE_SMALL = ["--param", "factor_vae.num_train=300", "--param", "factor_vae.num_eval=200",
+                   "--param", "factor_vae.num_variance_estimate=500", "--param", "factor_vae.batch_size=16",
+                   "--param", "dci.num_train=300", "--param", "dci.num_test=200",
+                   "--param", "sap.num_train=300", "--param", "sap.num_test=200",
+                   "--param", "mig.num_train=500", "--param", "irs.num_train=500"]
+
+
+def _run_cli(*args, cwd=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "harness", "evaluate", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_evaluate_through_the_sandbox_writes_schema_valid_results(submission, tmp_path):
+    """evaluate() end to end: process sandbox, real onnxruntime, results.json + report.html, cache."""
+    from harness.evaluation import evaluate
+
+    validator = _schema_validator()
+    params = _small(["factor_vae", "dci", "sap", "mig", "irs"])
+    cache = tmp_path / "cache"
+    results = evaluate(submission, datasets=["dummy"], preset="challenge", metric_params=params, seed=0,
+                       out=tmp_path / "out", cache=cache, progress=False)
+    assert results["status"] == "ok", results["failure"]
+    validator.validate(results)
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    validator.validate(on_disk)
+    assert on_disk == results
+    assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
+    ev = results["evaluations"][0]
+    assert ev["dataset"]["name"] == "dummy" and ev["seed"] == 0 and ev["preset"] == "challenge"
+    assert set(ev["metrics"]) == {"factor_vae", "dci", "sap", "mig", "irs"}
+    assert results["submission"]["name"] == "tiny" and len(results["submission"]["sha256"]) == 64
+    assert results["environment"]["sandbox"] and results["environment"]["device"] == "cpu"
+    assert 0 < ev["timing"]["images_encoded"] <= 120
+
+    # the sandboxed ONNX model gives the same scores as the same encoder in numpy, in-process
+    from harness.evaluation import resolve_metrics, run_dataset
+
+    local, _ = run_dataset(datasets.load("dummy"), resolve_metrics("challenge", None, params), numpy_encoder(),
+                           seed=0, with_diagnostics=False)
+    for name, values in local["metrics"].items():
+        _assert_same_values(ev["metrics"][name], values)
+
+    # a rerun with another seed finds every grid point in the cache
+    again = evaluate(submission, datasets=["dummy"], preset="challenge", metric_params=params, seed=1,
+                     cache=cache, progress=False)
+    assert again["evaluations"][0]["timing"]["images_encoded"] == 0
+    assert again["evaluations"][0]["timing"]["images_from_cache"] > 0
+
+
+def test_evaluate_dataset_is_one_grading_job(submission, tmp_path):
+    from harness.errors import SubmissionFailure
+    from harness.evaluation import evaluate_dataset
+
+    entry = evaluate_dataset(submission, "dummy", preset="challenge", metrics=["mig", "sap"],
+                             metric_params=_small(["mig", "sap"]), seed=0, sandbox="process", device="cpu",
+                             limits=None)
+    _schema_validator().validate({"schema": "harness.results/1", "status": "ok", "failure": None,
+                                  "submission": {"name": None, "format": None, "sha256": None},
+                                  "evaluations": [entry],
+                                  "environment": {"harness": "x", "python": "x", "numpy": "x", "scikit_learn": "x",
+                                                  "torch": None, "onnxruntime": None, "device": None,
+                                                  "sandbox": []}})
+    assert list(entry["metrics"]) == ["mig", "sap"]
+    bad = write_onnx_submission(tmp_path / "nan", name="nan", emit_nan=True)
+    with pytest.raises(SubmissionFailure) as info:
+        evaluate_dataset(bad, "dummy", preset="challenge", metrics=["mig"], metric_params=_small(["mig"]))
+    assert info.value.kind == "bad_output"
+
+
+def test_cli_scores_prints_the_table_and_writes_outputs(submission, tmp_path):
+    out = tmp_path / "out"
+    proc = _run_cli(submission, "--dataset", "dummy", "--out", out, *CHALLENGE_SMALL)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    _schema_validator().validate(results)
+    lines = proc.stdout.splitlines()
+    for name, key in [("factor_vae", "eval_accuracy"), ("dci", "disentanglement"), ("sap", "sap_score"),
+                      ("mig", "discrete_mig"), ("irs", "irs")]:
+        row = next(line for line in lines if line.split()[:2] == [name, key])
+        value = results["evaluations"][0]["metrics"][name][key]
+        assert f"{value:.3f}" in row and "[" in row  # value and its 95% interval
+    assert str(out / "report.html") in proc.stdout
+    assert "\r" not in proc.stderr  # no progress bars when stderr is not a terminal
+
+
+def test_cli_default_out_is_a_new_folder_named_after_the_submission(submission, tmp_path):
+    proc = _run_cli(submission, "--dataset", "dummy", "--metric", "mig", "--param", "mig.num_train=300",
+                    "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)  # --json: stdout is exactly results.json
+    assert json.loads((tmp_path / "tiny-results" / "results.json").read_text()) == results
+    assert list(results["evaluations"][0]["metrics"]) == ["mig"]
+
+
+def test_cli_failing_submission_exits_nonzero_with_kind_and_message(tmp_path):
+    bad = write_onnx_submission(tmp_path / "nan", name="nan", emit_nan=True)
+    out = tmp_path / "out"
+    proc = _run_cli(bad, "--dataset", "dummy", "--metric", "mig", "--param", "mig.num_train=300", "--out", out)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("failed: bad_output: output 'mean' holds")
+    assert "Traceback" not in proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    _schema_validator().validate(results)
+    assert results["status"] == "failed" and results["failure"]["kind"] == "bad_output"
+    assert "bad_output" in (out / "report.html").read_text()
+
+    (tmp_path / "nan" / "submission.json").write_text("{not json")
+    proc = _run_cli(tmp_path / "nan", "--dataset", "dummy", "--metric", "mig", "--out", tmp_path / "out2")
+    assert proc.returncode == 1 and "failed: invalid_submission" in proc.stderr
+    _schema_validator().validate(json.loads((tmp_path / "out2" / "results.json").read_text()))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--metric", "nope"], "unknown metric 'nope'"),
+    (["--param", "mig.num_train"], "bad --param"),
+    (["--metric", "mig", "--param", "sap.num_train=5"], "not being run"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(submission, tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    result = CliRunner().invoke(cli, ["evaluate", str(submission), "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_cli_missing_submission_is_bad_input(tmp_path):
+    proc = _run_cli(tmp_path / "missing", "--out", tmp_path / "o")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: submission not found: {str(tmp_path / 'missing')!r}"
