@@ -4,7 +4,9 @@
                                   [--backends process,bwrap] [--flood-mb 1024]
 
 Prints images/s for the same onnxruntime settings (threads, no spinning) and the same uint8 ->
-float32 conversion in-process (backend "none") and through each sandbox backend, and the overhead.
+float32 conversion in-process (backend "none") and through each sandbox backend, and the overhead;
+runs alternate between backends, and CPU time per image (parent + child) is reported too, since on a
+shared machine wall-clock figures move with the load.
 ``--flood-mb`` also times a TorchScript model that prints that many MB through the sandbox and
 reports the parent's peak RSS (the log is truncated to its tail, never held whole).
 """
@@ -53,22 +55,65 @@ def export_reference_encoder(folder: str) -> str:
         return "same architecture exported in the bench (harness.baseline not importable)"
 
 
-def time_backend(sub, backend, images, limits, repeats):
+def child_cpu_seconds(enc) -> float:
+    """CPU time of the sandboxed child: every process of its uid (bwrap: the launcher is a grandchild)."""
+    if enc._proc is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    uid = enc._sd.uid if enc._sd is not None else None
+    pids = [enc._proc.pid]
+    if uid is not None:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and _uid_of(p) == uid]
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def _uid_of(pid):
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def compare(sub, backends, images, limits, repeats):
+    """Open every backend at once, then alternate runs between them so that load drift on a shared
+    machine hits all of them alike. Returns {backend: (rates, cpu_per_1000, start_s, codes, layers)}."""
+    from contextlib import ExitStack
+
     from harness.sandbox import open_encoder
 
-    with warnings.catch_warnings():
+    results = {}
+    with ExitStack() as stack, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
-        with open_encoder(sub, backend=backend, limits=limits) as enc:
-            start_s = time.perf_counter() - t0
+        sessions = {}
+        for backend in backends:
+            t0 = time.perf_counter()
+            try:
+                enc = stack.enter_context(open_encoder(sub, backend=backend, limits=limits))
+            except Exception as exc:  # noqa: BLE001 - report and go on
+                print(f"{backend}: unavailable: {exc}")
+                continue
+            sessions[backend] = (enc, time.perf_counter() - t0)
             enc.encode(images[: limits.batch_size])  # warm-up: arena allocation, first-run kernels
-            rates = []
-            for _ in range(repeats):
+        rates = {b: [] for b in sessions}
+        cpu = {b: [] for b in sessions}
+        codes = {}
+        for _ in range(repeats):
+            for backend, (enc, _) in sessions.items():
+                c0 = time.process_time() + child_cpu_seconds(enc)
                 t = time.perf_counter()
-                codes = enc.encode(images)
-                rates.append(len(images) / (time.perf_counter() - t))
-            layers = enc.layers
-    return statistics.median(rates), rates, start_s, codes, layers
+                codes[backend] = enc.encode(images)
+                rates[backend].append(len(images) / (time.perf_counter() - t))
+                cpu[backend].append((time.process_time() + child_cpu_seconds(enc) - c0) / len(images) * 1e6)
+        for backend, (enc, start_s) in sessions.items():
+            results[backend] = (rates[backend], statistics.median(cpu[backend]), start_s, codes[backend], enc.layers)
+    return results
 
 
 def flood(mb: int) -> None:
@@ -100,7 +145,7 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=10240)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--backends", default="process,bwrap")
     ap.add_argument("--flood-mb", type=int, default=0)
     args = ap.parse_args(argv)
@@ -118,20 +163,21 @@ def main(argv=None):
         how = export_reference_encoder(os.path.join(tmp, "ref"))
         print(f"model: reference conv encoder (DESIGN 7), ONNX, {how}")
         sub = load(os.path.join(tmp, "ref"))
-        base, base_rates, _, base_codes, _ = time_backend(sub, "none", images, limits, args.repeats)
-        print(f"{'in-process (backend none)':34s} {base:8.0f} images/s  runs: "
-              f"{', '.join(f'{r:.0f}' for r in base_rates)}")
-        for backend in [b for b in args.backends.split(",") if b]:
-            try:
-                rate, rates, start_s, codes, layers = time_backend(sub, backend, images, limits, args.repeats)
-            except Exception as exc:
-                print(f"{'sandboxed (' + backend + ')':34s} unavailable: {exc}")
-                continue
-            same = np.allclose(codes, base_codes, atol=1e-5)
-            print(f"{'sandboxed (' + backend + ')':34s} {rate:8.0f} images/s  runs: "
-                  f"{', '.join(f'{r:.0f}' for r in rates)}  overhead {100 * (1 - rate / base):+.1f}%  "
-                  f"start {start_s:.2f} s  codes identical: {same}  layers: {len(layers)}")
+        backends = ["none"] + [b for b in args.backends.split(",") if b and b != "none"]
+        results = compare(sub, backends, images, limits, args.repeats)
         sub.close()
+    base = statistics.median(results["none"][0])
+    base_cpu = results["none"][1]
+    for backend, (rates, cpu_k, start_s, codes, layers) in results.items():
+        rate = statistics.median(rates)
+        label = "in-process (backend none)" if backend == "none" else f"sandboxed ({backend})"
+        line = (f"{label:28s} {rate:7.0f} images/s (runs {', '.join(f'{r:.0f}' for r in rates)})  "
+                f"CPU {cpu_k:5.0f} ms per 1000 images ({1e6 / cpu_k:5.0f} images per CPU-second)")
+        if backend != "none":
+            line += (f"  overhead: wall {100 * (1 - rate / base):+.1f}%, CPU {100 * (cpu_k / base_cpu - 1):+.1f}%  "
+                     f"start {start_s:.2f} s  identical codes: {np.array_equal(codes, results['none'][3])}  "
+                     f"layers: {len(layers)}")
+        print(line)
     if args.flood_mb:
         flood(args.flood_mb)
 
