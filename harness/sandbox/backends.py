@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 from harness.sandbox.launcher import BOOTSTRAP
+from harness.submission.core import sweep_stale
 
 _uid_counter = itertools.count()
 UID_BASE = 1_600_000_000
@@ -77,7 +78,8 @@ def _make_world_readable(top: str) -> None:
 
 
 def prepare_sandbox_dir(model_root: str | None, *, uid: int | None) -> SandboxDir:
-    root = tempfile.mkdtemp(prefix="harness-sbx-")
+    sweep_stale("harness-sbx-")
+    root = tempfile.mkdtemp(prefix=f"harness-sbx-{os.getpid()}-")
     try:
         os.chmod(root, 0o755)
         sd = SandboxDir(root, os.path.join(root, "lib"), os.path.join(root, "model"),

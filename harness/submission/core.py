@@ -70,6 +70,21 @@ class Submission:
         self.close()
 
 
+def sweep_stale(prefix: str) -> None:
+    """Remove ``<tmp>/<prefix><pid>-*`` folders left by processes that died without cleaning up."""
+    tmp = tempfile.gettempdir()
+    try:
+        entries = os.listdir(tmp)
+    except OSError:
+        return
+    for name in entries:
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+
+
 def _find_manifest_root(top: str) -> str:
     if os.path.isfile(os.path.join(top, MANIFEST_NAME)):
         return top
@@ -212,7 +227,8 @@ def load(path, *, archive_limits: archive.ArchiveLimits = archive.ArchiveLimits(
         if os.path.isdir(path):
             top = os.path.realpath(path)
         elif archive.is_archive(path):
-            tmp = tempfile.mkdtemp(prefix="harness-sub-")
+            sweep_stale("harness-sub-")
+            tmp = tempfile.mkdtemp(prefix=f"harness-sub-{os.getpid()}-")
             archive.unpack(path, tmp, limits=archive_limits)
             top = tmp
         else:
