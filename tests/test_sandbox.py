@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -275,6 +276,11 @@ def test_the_child_dies_with_its_parent(good, tmp_path):
             pytest.fail("the sandboxed child outlived its parent")
     finally:
         parent.kill()
+        parent.wait()
+        from harness.submission.core import sweep_stale
+
+        sweep_stale("harness-sbx-")  # the killed parent could not remove its sandbox folder
+        assert not any(n.startswith(f"harness-sbx-{parent.pid}-") for n in os.listdir(tempfile.gettempdir()))
 
 
 def test_a_sandbox_that_cannot_start_is_an_infra_error(good, monkeypatch):
