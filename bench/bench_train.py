@@ -1,0 +1,74 @@
+"""Training and export speed of the baseline kit.
+
+    python bench/bench_train.py [--steps 40] [--threads 1 2] [--dataset dsprites] [--models beta_vae factor_vae]
+
+Prints, per model and thread count: training steps per second at batch 64 on the dataset (data
+rendering included, after 5 warm-up steps); then, for each submission format, the seconds to
+export a trained checkpoint and verify it (PyTorch match + ``harness validate`` in the sandbox).
+On a machine with CUDA it also times the GPU. Figures depend on the load from other processes:
+say what else was running when you quote them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+
+import torch
+
+
+def steps_per_second(model, dataset, steps, threads, device, batch_size):
+    from harness.baseline import train
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = train(model, dataset, out=tmp, steps=5, batch_size=batch_size, device=device, progress=False,
+                     export_format=None, checkpoint_every=10_000)
+        t0, c0 = time.perf_counter(), time.process_time()
+        done = train(model, dataset, out=tmp, steps=5 + steps, batch_size=batch_size, device=device,
+                     progress=False, export_format=None, checkpoint_every=10_000)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert warm.step == 5 and done.step == 5 + steps
+    return steps / wall, cpu / wall
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--dataset", default="dsprites")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--models", nargs="+", default=["beta_vae", "annealed_vae", "factor_vae", "dip_vae_i",
+                                                        "dip_vae_ii", "beta_tcvae"])
+    parser.add_argument("--formats", nargs="+", default=["onnx", "torchscript", "torch_export"])
+    args = parser.parse_args()
+    load = os.getloadavg()
+    print(f"# harness baseline bench: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load average {load[0]:.1f} at start, torch {torch.__version__}")
+    print(f"## training: {args.dataset}, batch {args.batch_size}, {args.steps} timed steps after 5 warm-up")
+    print("| model | device | threads | steps/s | CPU use (cores) |\n|---|---|---|---|---|")
+    devices = [("cpu", t) for t in args.threads] + ([("cuda", 1)] if torch.cuda.is_available() else [])
+    for model in args.models:
+        for device, threads in devices:
+            rate, cores = steps_per_second(model, args.dataset, args.steps, threads, device, args.batch_size)
+            print(f"| {model} | {device} | {threads} | {rate:.2f} | {cores:.2f} |", flush=True)
+
+    from harness.baseline import export_checkpoint, train
+
+    torch.set_num_threads(1)
+    print("## export + verify (+ harness validate in the sandbox) of a 64x64 beta_vae checkpoint, 1 thread")
+    print("| format | exporter | seconds | model bytes | max abs diff |\n|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        run = train("beta_vae", args.dataset, out=tmp, steps=2, batch_size=8, progress=False, export_format=None)
+        for fmt in args.formats:
+            result = export_checkpoint(run.checkpoint, os.path.join(tmp, fmt), format=fmt)
+            print(f"| {fmt} | {result.exporter} | {result.seconds:.1f} | {result.model_path.stat().st_size} | "
+                  f"{result.max_abs_diff:.1g} |", flush=True)
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
