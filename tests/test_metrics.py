@@ -1,0 +1,337 @@
+"""The metric suite: validation, invariances, bounds, intervals, and the observation-plan contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import datasets, metrics
+from harness.metrics.request import encode_request
+from test_metrics_representations import represent, sample_factors
+
+SIZES = [3, 5, 8]
+
+
+def split(kind="noisy", n_train=600, n_test=300, seed=0, sizes=SIZES):
+    factors = sample_factors(sizes, n_train + n_test, seed)
+    codes = represent(kind, factors, sizes, seed=seed + 1, num_dims=5)
+    return codes[:n_train], factors[:n_train], codes[n_train:], factors[n_train:]
+
+
+SINGLE = {
+    "mig": lambda c, f, **kw: metrics.mig(c, f, **kw),
+    "mig_sup": lambda c, f, **kw: metrics.mig_sup(c, f, **kw),
+    "dcimig": lambda c, f, **kw: metrics.dcimig(c, f, **kw),
+    "jemmig": lambda c, f, **kw: metrics.jemmig(c, f, **kw),
+    "irs": lambda c, f, **kw: metrics.irs(c, f, **kw),
+}
+PAIRED = {
+    "sap": lambda c, f, ct, ft, **kw: metrics.sap(c, f, ct, ft, **kw),
+    "sap_continuous": lambda c, f, ct, ft, **kw: metrics.sap(c, f, ct, ft, continuous_factors=True, **kw),
+    "modularity_explicitness": lambda c, f, ct, ft, **kw: metrics.modularity_explicitness(c, f, ct, ft, **kw),
+    "dci": lambda c, f, ct, ft, **kw: metrics.dci(c, f, ct, ft, n_jobs=1, **kw),
+    "infomec": lambda c, f, ct, ft, **kw: metrics.infomec(c, f, ct, ft, **kw),
+    "downstream": lambda c, f, ct, ft, **kw: metrics.downstream(c, f, ct, ft, predictor="boosted_trees", **kw),
+}
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", SINGLE)
+def test_single_split_metrics_reject_bad_arrays(name):
+    fn = SINGLE[name]
+    c, f, _, _ = split()
+    bad = [
+        ((c[:, :, None], f), "codes"),              # 3-d codes
+        ((c, f[:-1]), "factors"),                   # row mismatch
+        ((c.astype(str), f), "codes"),              # non-numeric
+        ((np.where(np.arange(len(c))[:, None] == 3, np.nan, c), f), "codes"),
+        ((np.where(np.arange(len(c))[:, None] == 3, np.inf, c), f), "codes"),
+        ((c[:1], f[:1]), "codes"),                  # too few samples
+        ((c, f + 0.5), "factors"),                  # non-integer factors
+    ]
+    for args, argument in bad:
+        with pytest.raises(ValueError, match=argument):
+            fn(*args, n_bootstrap=0)
+
+
+@pytest.mark.parametrize("name", ["mig", "jemmig"])
+def test_one_code_dim_is_rejected_where_a_gap_needs_two(name):
+    c, f, _, _ = split()
+    with pytest.raises(ValueError, match="at least 2 code dimensions"):
+        SINGLE[name](c[:, :1], f, n_bootstrap=0)
+
+
+def test_one_code_dim_is_rejected_by_sap_and_unsupervised():
+    c, f, ct, ft = split()
+    with pytest.raises(ValueError, match="codes_train: expected at least 2"):
+        metrics.sap(c[:, :1], f, ct[:, :1], ft)
+    with pytest.raises(ValueError, match="codes: expected at least 2"):
+        metrics.unsupervised(c[:, :1])
+
+
+@pytest.mark.parametrize("name", PAIRED)
+def test_paired_metrics_reject_mismatched_splits(name):
+    fn = PAIRED[name]
+    c, f, ct, ft = split()
+    with pytest.raises(ValueError, match="codes_test"):
+        fn(c, f, ct[:, :-1], ft, n_bootstrap=0)
+    with pytest.raises(ValueError, match="factors_test"):
+        fn(c, f, ct, ft[:-1], n_bootstrap=0)
+    with pytest.raises(ValueError, match="codes_train"):
+        fn(np.full_like(c, np.nan), f, ct, ft, n_bootstrap=0)
+
+
+def test_bad_options_raise_value_error_naming_them():
+    c, f, ct, ft = split()
+    with pytest.raises(ValueError, match="num_bins"):
+        metrics.mig(c, f, num_bins=1)
+    with pytest.raises(ValueError, match="estimator"):
+        metrics.dci(c, f, ct, ft, estimator="forest")
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        metrics.mig(c, f, n_bootstrap=-1)
+    with pytest.raises(ValueError, match="diff_quantile"):
+        metrics.irs(c, f, diff_quantile=2.0)
+
+
+@pytest.mark.parametrize("name", list(SINGLE) + list(PAIRED))
+def test_a_constant_code_dimension_has_a_defined_score(name):
+    c, f, ct, ft = split("collapsed")
+    out = SINGLE[name](c, f, n_bootstrap=0) if name in SINGLE else PAIRED[name](c, f, ct, ft, n_bootstrap=0)
+    assert all(np.isfinite(v) for k, v in out.items() if not k.endswith("_ci95"))
+
+
+def test_unsupervised_with_constant_code_is_finite():
+    c, _, _, _ = split("collapsed")
+    assert all(np.isfinite(v) for v in metrics.unsupervised(c, n_bootstrap=0).values())
+
+
+# --- known values ----------------------------------------------------------------------------------
+
+def test_perfect_code_mig_is_capped_by_the_bins_on_a_32_valued_factor():
+    factors = sample_factors([32, 4], 20000, seed=0)
+    codes = np.stack([factors[:, 0], factors[:, 1], np.zeros(len(factors))], axis=1).astype(float)
+    mig = metrics.mig(codes, factors, n_bootstrap=0)["discrete_mig"]
+    # factor 0: 20 bins of 32 values carry at most ln(20)/ln(32); factor 1 is captured exactly
+    assert mig == pytest.approx((np.log(20) / np.log(32) + 1.0) / 2, abs=0.01)
+
+
+def test_identity_beats_random_everywhere():
+    good = split("identity")
+    bad = split("random")
+    for name, fn in SINGLE.items():
+        key = [k for k in fn(*good[:2], n_bootstrap=0) if k not in ("num_active_dims",)][0]
+        assert fn(*good[:2], n_bootstrap=0)[key] > fn(*bad[:2], n_bootstrap=0)[key] + 0.2, name
+    for name in ("dci", "sap_continuous", "infomec"):
+        g, b = PAIRED[name](*good, n_bootstrap=0), PAIRED[name](*bad, n_bootstrap=0)
+        key = next(iter(g))
+        assert g[key] > b[key] + 0.2, name
+
+
+# --- invariances and bounds (hypothesis) ------------------------------------------------------------
+
+codes_and_factors = st.integers(min_value=0, max_value=10_000).map(
+    lambda seed: split(["identity", "rotated", "noisy", "entangled", "duplicated", "random"][seed % 6],
+                       n_train=300, n_test=150, seed=seed))
+
+PERMUTATION_EXACT = {
+    "mig": lambda s: metrics.mig(s[0], s[1], n_bootstrap=0)["discrete_mig"],
+    "sap": lambda s: metrics.sap(*s, n_bootstrap=0)["sap_score"],
+    "modularity": lambda s: metrics.modularity_explicitness(*s, n_bootstrap=0)["modularity_score"],
+}
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=codes_and_factors, permutation_seed=st.integers(0, 1000))
+def test_permuting_code_dims_leaves_scores_unchanged(data, permutation_seed):
+    permutation = np.random.default_rng(permutation_seed).permutation(data[0].shape[1])
+    permuted = (data[0][:, permutation], data[1], data[2][:, permutation], data[3])
+    for name, score in PERMUTATION_EXACT.items():
+        assert score(permuted) == pytest.approx(score(data), abs=1e-9), name
+
+
+def test_permuting_code_dims_leaves_dci_disentanglement_unchanged():
+    data = split("rotated", n_train=400, n_test=100, seed=5)
+    base = metrics.dci(*data, n_bootstrap=0, n_jobs=1)["disentanglement"]
+    for seed in range(2):
+        permutation = np.random.default_rng(seed).permutation(data[0].shape[1])
+        permuted = (data[0][:, permutation], data[1], data[2][:, permutation], data[3])
+        # split ties between equally good features may break differently: tolerance, not identity
+        assert metrics.dci(*permuted, n_bootstrap=0, n_jobs=1)["disentanglement"] == pytest.approx(base, abs=0.02)
+
+
+HISTOGRAM = {
+    "mig": lambda c, f: metrics.mig(c, f, n_bootstrap=0)["discrete_mig"],
+    "mig_sup": lambda c, f: metrics.mig_sup(c, f, n_bootstrap=0)["mig_sup"],
+    "dcimig": lambda c, f: metrics.dcimig(c, f, n_bootstrap=0)["dcimig"],
+    "jemmig": lambda c, f: metrics.jemmig(c, f, n_bootstrap=0)["jemmig"],
+    "modularity": lambda c, f: metrics.modularity_explicitness(c, f, c[:50], f[:50], n_bootstrap=0)[
+        "modularity_score"],
+    "mutual_info_score": lambda c, f: metrics.unsupervised(c, n_bootstrap=0)["mutual_info_score"],
+}  # not IRS: it bins factors, and weights each code by its spread, so a rescaling reweights it
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=codes_and_factors, dim=st.integers(0, 4), exponent=st.integers(-10, 10))
+def test_positive_rescaling_of_one_code_leaves_histogram_metrics_unchanged(data, dim, exponent):
+    # A power of two scales every bin edge exactly; another factor could move a sample across an
+    # edge by one rounding step, which is floating point, not the metric.
+    codes, factors = data[0], data[1]
+    scaled = codes.copy()
+    scaled[:, dim] *= 2.0 ** exponent
+    for name, score in HISTOGRAM.items():
+        assert score(scaled, factors) == pytest.approx(score(codes, factors), abs=1e-9), name
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=codes_and_factors)
+def test_scores_lie_in_unit_interval(data):
+    c, f, ct, ft = data
+    values = {}
+    for name, fn in SINGLE.items():
+        values.update({f"{name}.{k}": v for k, v in fn(c, f, n_bootstrap=0).items() if k != "num_active_dims"})
+    for name in ("sap", "sap_continuous", "modularity_explicitness", "infomec"):
+        values.update({f"{name}.{k}": v for k, v in PAIRED[name](c, f, ct, ft, n_bootstrap=0).items()})
+    for key, value in values.items():
+        assert 0.0 <= value <= 1.0, key
+
+
+def test_dci_scores_lie_in_unit_interval():
+    for kind in ("identity", "random", "collapsed"):
+        out = metrics.dci(*split(kind, n_train=300, n_test=100), n_bootstrap=0, n_jobs=1)
+        assert all(0.0 <= v <= 1.0 for v in out.values()), kind
+
+
+# --- intervals --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(SINGLE) + list(PAIRED))
+def test_headline_intervals_bracket_the_estimate_and_follow_the_seed(name):
+    args = split()[:2] if name in SINGLE else split()
+    fn = SINGLE.get(name) or PAIRED[name]
+    out = fn(*args, n_bootstrap=30, seed=1)
+    again = fn(*args, n_bootstrap=30, seed=1)
+    intervals = {k: v for k, v in out.items() if k.endswith("_ci95")}
+    assert intervals, "every metric reports at least one interval"
+    for key, (lo, hi) in intervals.items():
+        estimate = out[key[: -len("_ci95")]]
+        assert lo <= estimate + 1e-12 and estimate <= hi + 1e-12, key
+        assert again[key] == [lo, hi]
+    assert not any(k.endswith("_ci95") for k in fn(*args, n_bootstrap=0))
+
+
+def test_interval_narrows_with_more_samples():
+    small = metrics.mig(*split(n_train=300)[:2], n_bootstrap=50)["discrete_mig_ci95"]
+    large = metrics.mig(*split(n_train=3000)[:2], n_bootstrap=50)["discrete_mig_ci95"]
+    assert large[1] - large[0] < small[1] - small[0]
+
+
+# --- intervention metrics and the observation-plan contract ----------------------------------------
+
+def dummy_encoder(images):
+    x = np.asarray(images, dtype=np.float64) / 255.0
+    bands = np.stack([x[:, 5 * k:5 * k + 5].mean(axis=(1, 2, 3)) for k in range(3)], axis=1)
+    return np.concatenate([bands, np.sin(30 * bands[:, :1]) + bands[:, 1:2], np.zeros((len(x), 1))], axis=1)
+
+
+SMALL = {"num_train": 300, "num_test": 200, "num_eval": 200, "num_variance_estimate": 300,
+         "train_sizes": (20, 100), "batch_size": 16, "n_bootstrap": 20}
+
+
+def small_params(spec):
+    return {k: v for k, v in SMALL.items() if k in spec.default_params}
+
+
+@pytest.mark.parametrize("name", [n for n in metrics.names() if n not in ("downstream_logistic_regression",)])
+def test_alone_equals_sample_encode_score_from_a_shared_code_table(name):
+    dataset = datasets.load("dummy")
+    spec = metrics.get(name)
+    params = small_params(spec)
+    alone = spec(dataset, dummy_encoder, seed=3, **params)
+    # an evaluator: encode the union of two metrics' indices once, look codes up by index
+    request = spec.sample(dataset, seed=3, **params)
+    other = metrics.get("mig").sample(dataset, seed=9, num_train=50)
+    union = np.unique(np.concatenate([request.indices, other.indices]))
+    table = dummy_encoder(dataset.observations(union))
+    codes = table[np.searchsorted(union, request.indices)]
+    assert spec.score(request, codes, seed=3, **params) == alone
+    keys, headline = spec.keys, spec.headline
+    if "train_sizes" in params:  # downstream keys carry the training size
+        keys = [k.replace("10:", "20:", 1) for k in keys if k.startswith("10:")]
+        headline = [k.replace("100:", "20:", 1) for k in headline if k.startswith("100:")]
+    assert set(keys) <= set(alone)
+    assert all(f"{k}_ci95" in alone for k in headline)
+
+
+def test_requests_are_decided_by_the_seed():
+    dataset = datasets.load("dummy")
+    for name in ("factor_vae", "beta_vae", "dci"):
+        spec = metrics.get(name)
+        a, b = spec.sample(dataset, seed=1, **small_params(spec)), spec.sample(dataset, seed=1, **small_params(spec))
+        c = spec.sample(dataset, seed=2, **small_params(spec))
+        assert a.indices.dtype == np.int64 and np.array_equal(a.indices, b.indices)
+        assert a.observation_seed == b.observation_seed != c.observation_seed
+        assert not np.array_equal(a.indices, c.indices)
+
+
+def test_factor_vae_batches_share_the_fixed_factor():
+    dataset = datasets.load("dummy")
+    request = metrics.get("factor_vae").sample(dataset, seed=0, **small_params(metrics.get("factor_vae")))
+    s = request.structure
+    factors = dataset.index_to_factors(request.indices[s["num_variance_estimate"]:])
+    batches = factors.reshape(len(s["labels"]), s["batch_size"], -1)
+    fixed = batches[np.arange(len(batches)), :, s["labels"]]
+    assert (fixed == fixed[:, :1]).all()
+
+
+def test_beta_vae_pairs_agree_on_the_fixed_factor():
+    dataset = datasets.load("dummy")
+    request = metrics.get("beta_vae").sample(dataset, seed=0, **small_params(metrics.get("beta_vae")))
+    s = request.structure
+    factors = dataset.index_to_factors(request.indices).reshape(len(s["labels"]), 2, s["batch_size"], -1)
+    rows = np.arange(len(s["labels"]))
+    assert (factors[rows, 0, :, s["labels"]] == factors[rows, 1, :, s["labels"]]).all()
+
+
+def test_factor_vae_counts_active_dims_truly():
+    dataset = datasets.load("dummy")
+    out = metrics.factor_vae(dataset, dummy_encoder, seed=0, num_train=300, num_eval=200,
+                             num_variance_estimate=300, batch_size=16)
+    assert out["num_active_dims"] == 4  # the zero column is pruned; disentanglement_lib would say 5
+    assert out["eval_accuracy"] > 0.9
+
+
+def test_stochastic_dataset_request_renders_the_same_in_chunks():
+    dataset = datasets.load("noisy_dsprites")
+    request = metrics.get("mig").sample(dataset, seed=0, num_train=24)
+    whole = request.observations(dataset)
+    chunked = np.concatenate(list(request.iter_observations(dataset, chunk_size=7)))
+    assert np.array_equal(whole, chunked)
+    again = encode_request(request, dataset, lambda x: x.reshape(len(x), -1)[:, :4].astype(float))
+    assert again.shape == (24, 4)
+
+
+def test_presets_and_registry_lookups():
+    assert list(metrics.preset("challenge")) == ["factor_vae", "dci", "sap", "mig", "irs"]
+    assert metrics.preset("dlib")["dci"] == {"estimator": "gbt"}
+    assert set(metrics.preset("full")) == set(metrics.names())
+    with pytest.raises(ValueError, match="unknown metric"):
+        metrics.get("nope")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        metrics.get("mig").sample(datasets.load("dummy"), seed=0, bins=3)
+    for name in metrics.names():
+        spec = metrics.get(name)
+        assert spec.keys and set(spec.headline) <= set(spec.keys) and spec.citation and spec.presets
+
+
+def test_cli_metrics_list():
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    result = CliRunner().invoke(cli, ["metrics", "list", "--preset", "challenge"])
+    assert result.exit_code == 0
+    assert "factor_vae" in result.output and "*discrete_mig" in result.output and "Kim and Mnih" in result.output
+    bad = CliRunner().invoke(cli, ["metrics", "list", "--preset", "nope"])
+    assert bad.exit_code == 2 and "unknown preset" in bad.output
