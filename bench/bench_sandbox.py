@@ -1,7 +1,8 @@
 """Throughput of the reference conv encoder (DESIGN 7) exported to ONNX: in-process vs sandboxed.
 
-    python bench/bench_sandbox.py [--images 10240] [--batch 1024] [--threads 2] [--repeats 3]
-                                  [--backends process,bwrap] [--flood-mb 1024]
+    python bench/bench_sandbox.py [--images 10240] [--batch 1024] [--threads 2] [--repeats 5]
+                                  [--backends process,bwrap] [--formats onnx,torchscript]
+                                  [--flood-mb 1024]
 
 Prints images/s for the same onnxruntime settings (threads, no spinning) and the same uint8 ->
 float32 conversion in-process (backend "none") and through each sandbox backend, and the overhead;
@@ -25,7 +26,7 @@ import warnings
 import numpy as np
 
 
-def export_reference_encoder(folder: str) -> str:
+def export_reference_encoder(folder: str, fmt: str = "onnx") -> str:
     import torch
 
     torch.manual_seed(0)
@@ -33,10 +34,12 @@ def export_reference_encoder(folder: str) -> str:
         from harness.baseline.export import export_encoder
         from harness.baseline.models import ConvEncoder
 
-        export_encoder(ConvEncoder(1, 64, 64, 10), folder, input_shape=(1, 64, 64), format="onnx",
+        export_encoder(ConvEncoder(1, 64, 64, 10), folder, input_shape=(1, 64, 64), format=fmt,
                        name="bench-reference", validate=False)
         return "harness.baseline ConvEncoder via export_encoder"
     except ImportError:  # baseline package not available: the same architecture, exported here
+        if fmt != "onnx":
+            raise
         import json
 
         from torch import nn
@@ -147,6 +150,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--backends", default="process,bwrap")
+    ap.add_argument("--formats", default="onnx", help="comma list of onnx, torchscript, torch_export")
     ap.add_argument("--flood-mb", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -159,25 +163,26 @@ def main(argv=None):
     print(f"machine: {os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f} "
           f"(shared with other work: figures are lower bounds); threads={args.threads}, batch={args.batch}, "
           f"images={args.images}, median of {args.repeats}")
-    with tempfile.TemporaryDirectory() as tmp:
-        how = export_reference_encoder(os.path.join(tmp, "ref"))
-        print(f"model: reference conv encoder (DESIGN 7), ONNX, {how}")
-        sub = load(os.path.join(tmp, "ref"))
-        backends = ["none"] + [b for b in args.backends.split(",") if b and b != "none"]
-        results = compare(sub, backends, images, limits, args.repeats)
-        sub.close()
-    base = statistics.median(results["none"][0])
-    base_cpu = results["none"][1]
-    for backend, (rates, cpu_k, start_s, codes, layers) in results.items():
-        rate = statistics.median(rates)
-        label = "in-process (backend none)" if backend == "none" else f"sandboxed ({backend})"
-        line = (f"{label:28s} {rate:7.0f} images/s (runs {', '.join(f'{r:.0f}' for r in rates)})  "
-                f"CPU {cpu_k:5.0f} ms per 1000 images ({1e6 / cpu_k:5.0f} images per CPU-second)")
-        if backend != "none":
-            line += (f"  overhead: wall {100 * (1 - rate / base):+.1f}%, CPU {100 * (cpu_k / base_cpu - 1):+.1f}%  "
-                     f"start {start_s:.2f} s  identical codes: {np.array_equal(codes, results['none'][3])}  "
-                     f"layers: {len(layers)}")
-        print(line)
+    for fmt in [f for f in args.formats.split(",") if f]:
+        with tempfile.TemporaryDirectory() as tmp:
+            how = export_reference_encoder(os.path.join(tmp, "ref"), fmt)
+            print(f"model: reference conv encoder (DESIGN 7), {fmt}, {how}")
+            sub = load(os.path.join(tmp, "ref"))
+            backends = ["none"] + [b for b in args.backends.split(",") if b and b != "none"]
+            results = compare(sub, backends, images, limits, args.repeats)
+            sub.close()
+        base = statistics.median(results["none"][0])
+        base_cpu = results["none"][1]
+        for backend, (rates, cpu_k, start_s, codes, layers) in results.items():
+            rate = statistics.median(rates)
+            label = "in-process (backend none)" if backend == "none" else f"sandboxed ({backend})"
+            line = (f"  {label:28s} {rate:7.0f} images/s (runs {', '.join(f'{r:.0f}' for r in rates)})  "
+                    f"CPU {cpu_k:5.0f} ms per 1000 images ({1e6 / cpu_k:5.0f} images per CPU-second)")
+            if backend != "none":
+                line += (f"  overhead: wall {100 * (1 - rate / base):+.1f}%, CPU {100 * (cpu_k / base_cpu - 1):+.1f}%"
+                         f"  start {start_s:.2f} s  identical codes: {np.array_equal(codes, results['none'][3])}"
+                         f"  layers: {len(layers)}")
+            print(line)
     if args.flood_mb:
         flood(args.flood_mb)
 

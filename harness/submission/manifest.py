@@ -14,7 +14,7 @@ MANIFEST_NAME = "submission.json"
 
 MANIFEST_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "https://github.com/harness/harness/docs/submission.schema.json",
+    "$id": "urn:harness:submission-manifest:1",
     "title": "harness submission manifest (submission.json)",
     "description": "Describes an exported encoder: the model file, its input and its latent code.",
     "type": "object",
