@@ -7,7 +7,6 @@ The schema lives here and only here; ``docs/submission.schema.json`` is generate
 from __future__ import annotations
 
 import json
-import sys
 
 FORMATS = ("onnx", "torchscript", "torch_export")
 MANIFEST_NAME = "submission.json"
@@ -101,6 +100,8 @@ def normalize(manifest: dict) -> dict:
     return out
 
 
-if __name__ == "__main__":  # regenerate docs/submission.schema.json
-    json.dump(MANIFEST_SCHEMA, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+def write_schema(path: str = "docs/submission.schema.json") -> None:
+    """Regenerate the published JSON Schema from :data:`MANIFEST_SCHEMA`."""
+    with open(path, "w") as fh:
+        json.dump(MANIFEST_SCHEMA, fh, indent=2)
+        fh.write("\n")
