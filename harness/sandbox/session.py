@@ -179,9 +179,16 @@ class EncoderSession:
         self.notes.append(UNSANDBOXED_NOTE)
         self.report = ["none: the model runs in this process; no isolation layer, no limits"]
         sub = self.submission
-        self._forward, self.info = loaders.load_model(
-            fmt=sub.format, path=sub.model_path, root=sub.root, threads=self.limits.threads, device=self.device,
-            num_outputs=len(sub.outputs), input_shape=sub.input_shape)
+        try:
+            self._forward, self.info = loaders.load_model(
+                fmt=sub.format, path=sub.model_path, root=sub.root, threads=self.limits.threads,
+                device=self.device, num_outputs=len(sub.outputs), input_shape=sub.input_shape)
+        except SubmissionFailure:
+            raise
+        except Exception as exc:  # the model's own code may raise anything while loading
+            kind = "memory_exceeded" if loaders.is_memory_error(exc) else "load_error"
+            raise SubmissionFailure(kind, f"loading the model raised {loaders.one_line(exc)}", str(exc)[-4000:]) \
+                from None
         self.notes.extend(self.info.get("notes", []))
         return self
 
