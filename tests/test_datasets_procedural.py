@@ -64,3 +64,27 @@ def test_deterministic_and_chunked(dataset):
     np.testing.assert_array_equal(dataset.observations(idx), dataset.observations(idx))  # rng=None is fixed
     other = dataset.observations(idx, np.random.default_rng(12))
     assert dataset.stochastic == (not np.array_equal(whole, other))
+
+
+def test_nuisance_distributions():
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 737_280, size=400)
+    sprite = datasets.load("dsprites").observations(idx)[..., 0] > 0
+    color = datasets.load("color_dsprites").observations(idx, rng)
+    tint = color[sprite]
+    assert (color[~sprite] == 0).all() and tint.min() >= 127 and tint.max() <= 255
+    assert abs(tint.mean() - 0.75 * 255) < 10  # uniform(0.5, 1)
+    noisy = datasets.load("noisy_dsprites").observations(idx, rng)
+    assert (noisy[sprite] == 255).all() and abs(noisy[~sprite].mean() - 127.5) < 2
+    scream = datasets.load("scream_dsprites").observations(idx, rng)
+    assert len(np.unique(scream.reshape(-1, 3), axis=0)) > 1000  # a textured background
+
+
+def test_pickle_round_trip(dataset):
+    import pickle
+
+    blob = pickle.dumps(dataset)
+    assert len(blob) < 64 * 2**20  # caches travel, views are rebuilt
+    copy = pickle.loads(blob)
+    idx = [0, 5, dataset.num_observations - 1]
+    np.testing.assert_array_equal(copy.observations(idx, np.random.default_rng(1)), dataset.observations(idx, np.random.default_rng(1)))

@@ -138,32 +138,35 @@ class DSprites(GridDataset):
         return self.binary(factors)[..., None]
 
 
-def sample_seeds(rng: np.random.Generator | None, n: int) -> np.ndarray:
-    """One seed per sample, drawn as one block so chunked calls match one big call."""
-    return as_generator(rng).integers(0, 2**63 - 1, size=n, dtype=np.int64)
+def _unit(words: np.ndarray) -> np.ndarray:
+    """uint64 words -> float64 uniform in [0, 1) (the top 53 bits)."""
+    return (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 class _StochasticDSprites(DSprites):
     """dSprites with a per-sample nuisance; 64x64x3 images.
 
-    ``observations(idx, rng)`` draws one seed per requested sample from ``rng`` in one call, and
-    each sample's nuisance comes from its own seed: rendering indices in one call or in
-    consecutive chunks with the same generator gives identical images. With ``rng=None`` a fresh
-    ``np.random.default_rng(0)`` is used, so the call is deterministic.
+    ``observations(idx, rng)`` draws all the call's randomness as one block from ``rng``: a fixed
+    number of raw 64-bit words per sample (``rng.integers(0, 2**64, dtype=uint64)`` takes exactly one
+    generator output per word), so rendering indices in one call or in consecutive chunks with the
+    same generator gives identical images. With ``rng=None`` a fresh ``np.random.default_rng(0)`` is
+    used, so the call is deterministic.
     """
 
     stochastic = True
     observation_shape = (64, 64, 3)
+    _WORDS = 0  # random 64-bit words per sample
+    _BATCH = 1024  # samples per vectorized step, bounds float buffers
 
     def render(self, factors: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        masks = self.binary(factors)
-        seeds = sample_seeds(rng, len(masks))
+        masks = self.binary(factors) > 0
+        words = as_generator(rng).integers(0, 2**64, size=(len(masks), self._WORDS), dtype=np.uint64)
         out = np.empty((len(masks), CANVAS, CANVAS, 3), dtype=np.uint8)
-        for i, (mask, seed) in enumerate(zip(masks, seeds)):
-            out[i] = self._corrupt(mask > 0, np.random.default_rng(seed))
+        for a in range(0, len(masks), self._BATCH):
+            out[a : a + self._BATCH] = self._corrupt(masks[a : a + self._BATCH], words[a : a + self._BATCH])
         return out
 
-    def _corrupt(self, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _corrupt(self, masks: np.ndarray, words: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -172,21 +175,26 @@ class ColorDSprites(_StochasticDSprites):
 
     name = "color_dsprites"
     source = "procedural (after Locatello et al. 2019)"
+    _WORDS = 3
 
-    def _corrupt(self, mask, rng):
-        color = np.round(255 * rng.uniform(0.5, 1.0, size=3)).astype(np.uint8)
-        return mask[:, :, None] * color
+    def _corrupt(self, masks, words):
+        color = np.round(255 * (0.5 + 0.5 * _unit(words))).astype(np.uint8)  # (n, 3)
+        return masks[..., None].astype(np.uint8) * color[:, None, None, :]
 
 
 class NoisyDSprites(_StochasticDSprites):
-    """dSprites with a white sprite on uniform(0, 1) RGB noise, ``min(image + noise, 1)``."""
+    """dSprites with a white sprite on uniform RGB noise, ``min(image + noise, 1)``.
+
+    The noise is uniform over the 256 uint8 levels (the raw words' bytes).
+    """
 
     name = "noisy_dsprites"
     source = "procedural (after Locatello et al. 2019)"
+    _WORDS = CANVAS * CANVAS * 3 // 8
 
-    def _corrupt(self, mask, rng):
-        noise = rng.integers(0, 256, size=(CANVAS, CANVAS, 3), dtype=np.uint8)
-        noise[mask] = 255
+    def _corrupt(self, masks, words):
+        noise = np.ascontiguousarray(words).view(np.uint8).reshape(len(masks), CANVAS, CANVAS, 3).copy()
+        noise[masks] = 255
         return noise
 
 
@@ -232,12 +240,29 @@ class ScreamDSprites(_StochasticDSprites):
     def __init__(self, texture=None):
         super().__init__()
         self.texture = procedural_texture() if texture is None else load_texture(texture)
+        self._make_windows()
 
-    def _corrupt(self, mask, rng):
-        h, w, _ = self.texture.shape
-        top = rng.integers(0, h - CANVAS)
-        left = rng.integers(0, w - CANVAS)
-        crop = self.texture[top : top + CANVAS, left : left + CANVAS]
-        background = (crop + rng.uniform(0, 1, size=3)) / 2.0
-        background[mask] = 1.0 - background[mask]
-        return np.round(255 * background).astype(np.uint8)
+    def _make_windows(self):
+        levels = np.round(255 * self.texture).astype(np.uint16)
+        # every 64x64 crop as a view: (rows, cols, 3, 64, 64); indexing it copies only the crops
+        self._windows = np.lib.stride_tricks.sliding_window_view(levels, (CANVAS, CANVAS), axis=(0, 1))
+
+    def __getstate__(self):  # the window view would pickle as a 1.5 GB copy
+        return {k: v for k, v in self.__dict__.items() if k != "_windows"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._make_windows()
+
+    _WORDS = 5  # crop top, crop left, colour r, g, b
+
+    def _corrupt(self, masks, words):
+        # in uint8 levels: background = round((crop + colour) / 2), within one level of the float form
+        rows, cols = self._windows.shape[:2]
+        top = (words[:, 0] % np.uint64(rows)).astype(np.int64)
+        left = (words[:, 1] % np.uint64(cols)).astype(np.int64)
+        crops = self._windows[top, left].transpose(0, 2, 3, 1)  # (n, 64, 64, 3)
+        color = np.round(255 * _unit(words[:, 2:])).astype(np.uint16)[:, None, None, :]
+        background = ((crops + color + 1) >> 1).astype(np.uint8)
+        background[masks] = 255 - background[masks]
+        return background
