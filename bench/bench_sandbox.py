@@ -120,8 +120,6 @@ def compare(sub, backends, images, limits, repeats):
 
 
 def flood(mb: int) -> None:
-    import torch  # noqa: F401
-
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
     import hostile
 

@@ -60,7 +60,6 @@ def onnx_linear(path, *, channels=1, latent=LATENT, side=SIDE, logvar=False, tai
     nodes = [helper.make_node("Flatten", ["x"], ["flat"], axis=1),
              helper.make_node("MatMul", ["flat", "W"], ["z"], domain=domain)]
     inits = [w_init]
-    out_dim = latent
     out_type = TensorProto.FLOAT
     last = "z"
     if tail == "nan":
@@ -74,7 +73,6 @@ def onnx_linear(path, *, channels=1, latent=LATENT, side=SIDE, logvar=False, tai
         out_type = TensorProto.DOUBLE
     elif tail == "wide":
         nodes.append(helper.make_node("Concat", ["z", "z"], ["mean"], axis=1))
-        out_dim = 2 * latent
     else:
         nodes.append(helper.make_node("Identity", [last], ["mean"]))
     outputs = [helper.make_tensor_value_info("mean", out_type, None)]
@@ -113,7 +111,8 @@ def onnx_forever(folder) -> str:
 
     _mk(folder)
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["acc_in", "one"], ["acc_out"])],
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])],
         "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
                  helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
                  helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, None)],

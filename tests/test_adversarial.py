@@ -24,7 +24,10 @@ import hostile  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.* builders
 
-FAST = Limits(wall_seconds=20, memory_mb=4096, threads=1)
+FAST = Limits(wall_seconds=60, load_wall_seconds=120, memory_mb=4096, threads=1)
+# short limits for the hostile call itself; loading torch keeps a generous allowance on a busy machine
+LOOP_WALL = Limits(wall_seconds=3, load_wall_seconds=120, memory_mb=4096, threads=1)
+LOOP_CPU = Limits(wall_seconds=60, load_wall_seconds=120, cpu_seconds=8, memory_mb=4096, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -134,15 +137,15 @@ def test_torchscript_allocates_10_gb(tmp_path, good):
 
 def test_torchscript_loops_forever_wall_clock(tmp_path, good):
     sub = hostile.torchscript(tmp_path / "s", "loop")
-    failure, elapsed = run_hostile(sub, good, limits=Limits(wall_seconds=3, memory_mb=4096, threads=1))
-    _kind(failure, "timeout", "wall-clock")
+    failure, elapsed = run_hostile(sub, good, limits=LOOP_WALL)
+    _kind(failure, "timeout", "wall-clock", "encoding")
     assert elapsed < 30
 
 
 def test_torchscript_loops_forever_cpu_limit(tmp_path, good):
     sub = hostile.torchscript(tmp_path / "s", "loop")
-    failure, _ = run_hostile(sub, good, limits=Limits(wall_seconds=60, cpu_seconds=5, memory_mb=4096, threads=1))
-    _kind(failure, "timeout", "cpu-time")
+    failure, _ = run_hostile(sub, good, limits=LOOP_CPU)
+    _kind(failure, "timeout", "cpu-time", "encoding")
 
 
 def test_torchscript_prints_a_flood(tmp_path, good):
@@ -214,9 +217,8 @@ def test_onnx_bad_outputs(tmp_path, good, tail, words):
 
 
 def test_onnx_loop_forever(tmp_path, good):
-    failure, elapsed = run_hostile(hostile.onnx_forever(tmp_path / "s"), good,
-                                   limits=Limits(wall_seconds=3, memory_mb=4096, threads=1))
-    _kind(failure, "timeout", "wall-clock")
+    failure, elapsed = run_hostile(hostile.onnx_forever(tmp_path / "s"), good, limits=LOOP_WALL)
+    _kind(failure, "timeout", "wall-clock", "encoding")
     assert elapsed < 20
 
 

@@ -12,6 +12,8 @@ class Limits:
     wall_seconds
         Wall-clock limit for loading the model and for each ``encode`` call (the parent kills the
         child's process group when it runs over: failure kind ``timeout``).
+    load_wall_seconds
+        Wall-clock limit for starting the sandbox and loading the model; None: ``wall_seconds``.
     total_wall_seconds
         Wall-clock budget for the whole session, loading included.
     cpu_seconds
@@ -31,6 +33,7 @@ class Limits:
     """
 
     wall_seconds: float | None = 300.0
+    load_wall_seconds: float | None = None
     total_wall_seconds: float | None = None
     cpu_seconds: float | None = None
     memory_mb: int | None = 8192
@@ -43,8 +46,8 @@ class Limits:
     def __post_init__(self):
         from harness.errors import InputError
 
-        for name in ("wall_seconds", "total_wall_seconds", "cpu_seconds", "memory_mb", "max_processes",
-                     "file_size_mb", "open_files"):
+        for name in ("wall_seconds", "load_wall_seconds", "total_wall_seconds", "cpu_seconds", "memory_mb",
+                     "max_processes", "file_size_mb", "open_files"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise InputError(f"Limits.{name} must be positive or None, got {value!r}")

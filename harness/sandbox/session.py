@@ -128,10 +128,11 @@ class EncoderSession:
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
-    def _deadline(self) -> float | None:
+    def _deadline(self, *, loading: bool = False) -> float | None:
         ends = []
-        if self.limits.wall_seconds:
-            ends.append(time.monotonic() + self.limits.wall_seconds)
+        per_call = (self.limits.load_wall_seconds or self.limits.wall_seconds) if loading else self.limits.wall_seconds
+        if per_call:
+            ends.append(time.monotonic() + per_call)
         if self.limits.total_wall_seconds:
             ends.append(self._started + self.limits.total_wall_seconds)
         return min(ends) if ends else None
@@ -163,10 +164,11 @@ class EncoderSession:
         self._log = _LogTail(self._proc.stderr)
         for f in (self._proc.stdin, self._proc.stdout):
             os.set_blocking(f.fileno(), False)
-        header, _ = self._request({"config": cfg}, what="setting up the sandbox", ours=True)
+        loading = self._deadline(loading=True)
+        header, _ = self._request({"config": cfg}, what="setting up the sandbox", ours=True, deadline=loading)
         self.layers = header["layers"]
         self.report = header["report"]
-        header, _ = self._request(None, what="loading the model")
+        header, _ = self._request(None, what="loading the model", deadline=loading)
         self.info = header.get("info", {})
         self.notes.extend(self.info.get("notes", []))
         return self
@@ -239,8 +241,10 @@ class EncoderSession:
         time.sleep(0.05)
         detail = self.log[-4000:] or None
         if self._killed_for_wall:
-            return SubmissionFailure("timeout", f"{what} took longer than the wall-clock limit "
-                                     f"({self.limits.wall_seconds} s per call)", detail)
+            limit = self.limits.wall_seconds
+            if what in ("setting up the sandbox", "loading the model"):
+                limit = self.limits.load_wall_seconds or limit
+            return SubmissionFailure("timeout", f"{what} took longer than the wall-clock limit ({limit} s)", detail)
         log_tail = (detail or "")[-2000:].lower()
         if code != 0 and any(s in log_tail for s in ("bad_alloc", "out of memory", "cannot allocate memory",
                                                       "can't allocate memory", "memoryerror")):
