@@ -95,6 +95,8 @@ class _H5Images:
             for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(uniq)]])):
                 lo, hi = int(uniq[a]), int(uniq[b - 1]) + 1
                 out[a:b] = dset[lo:hi][uniq[a:b] - lo]
+        if len(uniq) == len(idx) and (len(idx) < 2 or (np.diff(idx) > 0).all()):
+            return out  # already sorted and distinct: no reordering copy
         return out[inverse.reshape(-1)]
 
 
@@ -467,6 +469,8 @@ def open_file(path, **options):
     if options:
         raise InputError(f"dataset files take no options, got {', '.join(sorted(options))}")
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a folder: expected a dataset file, {_expected(path)}")
     if not os.path.isfile(path):
         raise InputError(f"no such file {path}: expected {_expected(path)}")
     if path.lower().endswith(".npz"):
