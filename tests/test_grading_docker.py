@@ -66,6 +66,14 @@ def docker_image():
             client.close()
         if stale:
             docker_backend.build_image_from_host(TEST_IMAGE)
+    client = docker_backend.client()
+    try:  # an engine that cannot start containers here (nested, no cgroups) is a machine limit
+        client.containers.run(TEST_IMAGE, ["/usr/local/bin/python3", "-c", "print(1)"], remove=True,
+                              network_mode="none")
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"the Docker engine cannot run a container here: {str(exc)[:200]}")
+    finally:
+        client.close()
     before = os.environ.get("HARNESS_DOCKER_IMAGE")
     os.environ["HARNESS_DOCKER_IMAGE"] = TEST_IMAGE
     yield TEST_IMAGE
