@@ -184,6 +184,15 @@ def test_lifecycle_failures_retries_logs_and_board(tmp_path, env):
     assert set(unranked) == {"crashy", "nanny", "broken"}
     assert "nan" in unranked["nanny"] and "runtime_error" in unranked["crashy"]
     assert any("retrying beta" in line for line in lines)
+    # --workers 2: attempts overlapped, never more than two at once
+    with Store(db) as store:
+        events = [(e["time"], +1 if e["event"] == "running" else -1) for e in store.events()
+                  if e["event"] in ("running", "finished", "failed", "requeued") and e["attempt"]]
+    level, peak = 0, 0
+    for _, step in sorted(events):
+        level += step
+        peak = max(peak, level)
+    assert peak == 2
     text = render(board, "table")
     assert "alpha" in text and "not ranked: nanny" in text
 
