@@ -44,7 +44,8 @@ def traversal_indices(dataset, *, max_columns: int = 10, base=None, rng=None):
 def save_montage(dataset, out, *, max_columns: int = 10, seed: int = 0, base=None) -> str:
     """Render a traversal montage of ``dataset`` to the PNG file ``out`` and return its path.
 
-    Stochastic datasets draw their nuisance from ``np.random.default_rng(seed)``.
+    Stochastic datasets draw their nuisance from ``np.random.default_rng(seed)``, the same draw
+    for every cell, so that only the factor changes along a row.
     """
     import matplotlib
 
@@ -60,9 +61,9 @@ def save_montage(dataset, out, *, max_columns: int = 10, seed: int = 0, base=Non
     fig, axes = plt.subplots(
         len(rows), ncols, figsize=(1.1 * ncols + 1.6, 1.25 * len(rows) + 0.6), squeeze=False
     )
-    rng = np.random.default_rng(seed)
     for r, (name, values, indices) in enumerate(rows):
-        images = dataset.observations(indices, rng) if len(indices) else []
+        # every cell gets the same nuisance draw (a fresh generator per image), so only the factor varies
+        images = [dataset.observations([i], np.random.default_rng(seed))[0] for i in indices]
         for c in range(ncols):
             ax = axes[r, c]
             ax.set_xticks([])
@@ -76,7 +77,8 @@ def save_montage(dataset, out, *, max_columns: int = 10, seed: int = 0, base=Non
             if c == 0:
                 size = dataset.factor_sizes[r]
                 ax.set_ylabel(f"{name}\n({size})", fontsize=8, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{dataset.name}: one factor varies per row, the others fixed", fontsize=9)
+    fixed = f" (nuisance fixed: seed {seed})" if dataset.stochastic else ""
+    fig.suptitle(f"{dataset.name}: one factor varies per row, the others fixed{fixed}", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     try:
         fig.savefig(out, dpi=90)
