@@ -274,7 +274,7 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
                                      "Each row sweeps one factor (values above each image) with the others fixed at a "
                                      "random point of the grid: what the encoder was shown."))
     t = evaluation["timing"]
-    rows = [f"<tr><td>rendering</td><td class=num>{_fmt(t.get('render_s', 0), 1)} s</td></tr>",
+    rows = [f"<tr><td>rendering (overlaps encoding)</td><td class=num>{_fmt(t.get('render_s', 0), 1)} s</td></tr>",
             f"<tr><td>encoding ({t['images_encoded']:,} images)</td><td class=num>{_fmt(t['encode_s'], 1)} s</td></tr>"]
     rows += [f"<tr><td>metric <code>{html.escape(m)}</code></td><td class=num>{_fmt(s, 1)} s</td></tr>"
              for m, s in t["metrics_s"].items()]
