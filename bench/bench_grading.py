@@ -41,6 +41,11 @@ def encode_job(job: dict) -> dict:
             "timing": {"encode_s": 0.0, "metrics_s": {}, "total_s": 0.0, "images_encoded": len(idx)}}
 
 
+def noop_job(job: dict) -> dict:
+    """Nothing: measures what a worker process costs by itself."""
+    return {"metrics": {}}
+
+
 def write_encoder(path: Path, shape, latent_dim: int, seed: int) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -144,6 +149,15 @@ def main(argv=None) -> int:
             print(f"  ratio workers={args.workers} / serial: {ratio:.3f}  (target <= 0.60: "
                   f"{'met' if ratio <= 0.6 else 'NOT met'})")
 
+        from harness.grading.worker import run_in_subprocess
+
+        times = []
+        for i in range(args.startup_repeats):
+            start = time.perf_counter()
+            run_in_subprocess({"job_fn": "bench_grading:noop_job", "job": {}}, tmp / f"noop-{i}", log_cap_bytes=4096)
+            times.append(time.perf_counter() - start)
+        print(f"worker process per job attempt (spawn, import, report; no job): median "
+              f"{statistics.median(times):.3f} s")
         sub0 = tmp / "subs" / "bench-00"
         print(f"sandbox start-up per job (open + 1 image + close, {args.startup_repeats} runs):")
         backends = ["process", "bwrap"]
