@@ -15,7 +15,6 @@ a grid dataset; any other set of distinct labelled rows makes a :class:`Labelled
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 import zipfile
