@@ -397,3 +397,23 @@ def test_cli_missing_submission_is_bad_input(tmp_path):
     proc = _run_cli(tmp_path / "missing", "--out", tmp_path / "o")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: submission not found: {str(tmp_path / 'missing')!r}"
+
+
+def test_constant_encoder_is_scored_not_failed(tmp_path):
+    """DESIGN 3.2: a constant code is not a failure. Every metric gives values, or null values with a
+    note saying why (never a traceback, never a failed submission)."""
+    from harness.evaluation import evaluate
+
+    zero = (np.zeros((256, 4), np.float32), np.full(4, 0.5, np.float32))
+    sub = write_onnx_submission(tmp_path / "const", name="const", weights=zero)
+    names = ["factor_vae", "dci", "mig"]
+    results = evaluate(sub, datasets=["dummy"], metrics=names, metric_params=_small(names), progress=False,
+                       out=tmp_path / "out")
+    assert results["status"] == "ok"
+    _schema_validator().validate(results)
+    ev = results["evaluations"][0]
+    assert ev["metrics"]["factor_vae"]["num_active_dims"] == 0
+    assert ev["metrics"]["mig"]["discrete_mig"] == 0.0
+    for name in names:
+        if any(v is None for v in ev["metrics"][name].values()):
+            assert any(note.startswith(f"metric {name} could not be computed") for note in ev["notes"])

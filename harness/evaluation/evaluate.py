@@ -128,7 +128,7 @@ def run_dataset(dataset, specs: list[tuple], encode, *, seed: int = 0, preset: s
         dataset, requests, encode, cache=cache, chunk_size=chunk_size, batch_size=batch_size, timing=timing,
         progress_factory=_progress_factory(progress, f"encoding {dataset.name}", "img"))
 
-    values = {}
+    values, problems = {}, []
     bar = _progress_factory(progress, "scoring", "metric")
     bar = bar(len(specs)) if bar else None
     try:
@@ -137,7 +137,14 @@ def run_dataset(dataset, specs: list[tuple], encode, *, seed: int = 0, preset: s
                 bar.set_postfix_str(spec.name)
             t0 = time.perf_counter()
             codes = table.lookup(spec.name, requests[spec.name])
-            values[spec.name] = spec.score(requests[spec.name], codes, seed=seed, **params)
+            try:
+                values[spec.name] = spec.score(requests[spec.name], codes, seed=seed, **params)
+            except (InputError, SubmissionFailure):
+                raise
+            except Exception as exc:  # a metric bug on these codes: keep the other scores, say what broke
+                values[spec.name] = {key: None for key in getattr(spec, "keys", ())}
+                problems.append(f"metric {spec.name} could not be computed on these codes "
+                                f"({type(exc).__name__}: {exc}); its values are null")
             metric_s[spec.name] += time.perf_counter() - t0
             if bar is not None:
                 bar.update(1)
@@ -148,14 +155,17 @@ def run_dataset(dataset, specs: list[tuple], encode, *, seed: int = 0, preset: s
     report_arrays = None
     t_diag = time.perf_counter()
     if with_diagnostics:
-        report_arrays = _diagnostics(dataset, table, requests, encode, seed)
+        try:
+            report_arrays = _diagnostics(dataset, table, requests, encode, seed)
+        except Exception as exc:  # figures are a convenience: never lose the scores over them
+            problems.append(f"report figures could not be drawn ({type(exc).__name__}: {exc})")
     entry = {
         "dataset": dataset_info(dataset),
         "preset": preset,
         "seed": int(seed),
         "metrics": to_jsonable(values),
         "params": to_jsonable({spec.name: params for spec, params in specs}),
-        "notes": [str(n) for n in notes],
+        "notes": [str(n) for n in notes] + problems,
         "timing": {
             "encode_s": round(timing.encode_s, 4),
             "metrics_s": {k: round(v, 4) for k, v in metric_s.items()},
@@ -326,10 +336,14 @@ def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "c
             used_device = (getattr(session, "info", None) or {}).get("device") or device  # "auto" resolved
             from harness.evaluation.cache import DatasetCache
 
+            session_notes = list(getattr(session, "notes", []))  # e.g. unsandboxed, CUDA fallback
             for ds in loaded:
                 dcache = DatasetCache(cache, sub.sha256, ds) if cache else None
+                seen = len(getattr(session, "notes", []))
                 entry, arrays = run_dataset(ds, specs, session.encode, seed=seed, preset=preset, cache=dcache,
-                                            progress=progress, notes=getattr(session, "notes", []))
+                                            progress=progress)
+                # notes raised while encoding this dataset (e.g. channel tiling) belong to it alone
+                entry["notes"] = session_notes + list(getattr(session, "notes", []))[seen:] + entry["notes"]
                 results["evaluations"].append(entry)
                 report_arrays.append(arrays)
     except SubmissionFailure as failure:
