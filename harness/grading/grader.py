@@ -197,7 +197,7 @@ def grade(paths, challenge: Challenge, db, *, workers: int = 1, scheduler: str |
         echo(f"{len(entries)} submission(s): {registered['new']} new job(s), {registered['requeued']} re-queued, "
              f"{registered['unchanged']} unchanged")
         run_id = store.start_run(command="grade")
-        log_root = Path(log_dir) if log_dir else Path(str(db) + ".logs")
+        log_root = (Path(log_dir) if log_dir else Path(str(db) + ".logs")).resolve()
         adopted = adopt_finished_orphans(store, log_root, challenge)
         if adopted:
             echo(f"kept {len(adopted)} result(s) that workers wrote before an earlier grader died")
