@@ -3,6 +3,8 @@
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.grading.ranking import Entry, mean_ranks, rank_board, select_best_per_participant, value_ranks
 
@@ -79,3 +81,32 @@ def test_non_finite_values_never_rank(bad):
 
 def test_empty_board():
     assert rank_board([], [True]) == []
+
+_entries = st.lists(
+    st.tuples(st.sampled_from("PQRS"), st.lists(st.integers(0, 4), min_size=3, max_size=3)),
+    min_size=1, max_size=9,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_entries, st.randoms(use_true_random=False))
+def test_board_properties(raw, rnd):
+    entries = [E(f"e{i}", values, participant=p, order=i) for i, (p, values) in enumerate(raw)]
+    up = [True, True, False]
+    board = rank_board(entries, up)
+    # one entry per participant, every participant placed
+    assert sorted(p.entry.participant for p in board) == sorted({e.participant for e in entries})
+    # the input order does not matter (submission order is in the entries)
+    shuffled = list(entries)
+    rnd.shuffle(shuffled)
+    assert [p.entry.name for p in rank_board(shuffled, up)] == [p.entry.name for p in board]
+    # positions: 1 + number of board entries with a strictly lower mean rank; listed best first
+    for p in board:
+        assert p.position == 1 + sum(q.mean_rank < p.mean_rank for q in board)
+    assert [p.mean_rank for p in board] == sorted(p.mean_rank for p in board)
+    # an entry that another board entry beats or ties on every value, strictly on one, is below it
+    for a in board:
+        for b in board:
+            better_or_equal = all((x >= y) if h else (x <= y) for x, y, h in zip(a.entry.values, b.entry.values, up))
+            if better_or_equal and a.entry.values != b.entry.values:
+                assert a.mean_rank < b.mean_rank
