@@ -382,6 +382,9 @@ def test_cli_failing_submission_exits_nonzero_with_kind_and_message(tmp_path):
     (["--metric", "nope"], "unknown metric 'nope'"),
     (["--param", "mig.num_train"], "bad --param"),
     (["--metric", "mig", "--param", "sap.num_train=5"], "not being run"),
+    (["--metric", "mig", "--param", "mig.bins=5"], "metric mig: unknown parameter(s) bins"),
+    (["--metric", "factor_vae", "--param", "factor_vae.num_variance_estimate=1", "--dataset", "dummy"],
+     "metric factor_vae: num_variance_estimate"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(submission, tmp_path, args, message):
     from click.testing import CliRunner

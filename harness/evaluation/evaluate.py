@@ -54,6 +54,10 @@ def resolve_metrics(preset: str | None, metrics=None, metric_params: dict | None
         except (KeyError, InputError):
             raise InputError(f"unknown metric {name!r}; known metrics: {', '.join(metrics_mod.names())}") from None
         params = dict(getattr(spec, "default_params", {}) or {})
+        unknown = sorted(set(metric_params.get(name, {})) - set(params))
+        if params and unknown:  # caught here, before any output folder or encoder exists
+            raise InputError(f"metric {name}: unknown parameter(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(params))}")
         params.update(preset_params.get(name, {}))
         params.update(metric_params.get(name, {}))
         out.append((spec, params))
@@ -120,7 +124,12 @@ def run_dataset(dataset, specs: list[tuple], encode, *, seed: int = 0, preset: s
     requests = {}
     for spec, params in specs:
         t0 = time.perf_counter()
-        requests[spec.name] = spec.sample(dataset, seed=seed, **params)
+        try:
+            requests[spec.name] = spec.sample(dataset, seed=seed, **params)
+        except InputError:
+            raise
+        except ValueError as exc:  # sizes and seed are the caller's input: one line, not a traceback
+            raise InputError(f"metric {spec.name}: {exc}") from None
         metric_s[spec.name] = time.perf_counter() - t0
 
     timing = Timing()
