@@ -456,3 +456,23 @@ def test_a_submission_this_machine_cannot_see_is_our_failure(tmp_path, env):
     outcome = run_job({"job_fn": JOB_FN, "job": {"submission_path": str(tmp_path / "gone"), "attempt": 1}})
     assert outcome["status"] == "failed" and outcome["failure"]["kind"] == "infra_error"
     assert "not visible on" in outcome["failure"]["message"]
+
+
+def test_ctrl_c_gives_running_jobs_back_without_counting_the_attempt(tmp_path, env):
+    from harness.grading import Store
+
+    subs = tmp_path / "subs"
+    make_submission(subs, "slow", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}, "sleep": 30})
+    challenge = write_challenge(tmp_path / "c.toml")
+    db = tmp_path / "g.db"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "grade", str(subs), "--challenge", str(challenge),
+                             "--db", str(db), "--job-fn", JOB_FN], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while time.time() < deadline and not (env.exists() and env.read_text()):
+        time.sleep(0.1)  # until the job runs
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    with Store(db) as store:
+        row = store.jobs()[0]
+        assert (row["state"], row["attempts"]) == ("queued", 0)
+        assert [e["event"] for e in store.events(row["id"])] == ["queued", "running", "released"]
