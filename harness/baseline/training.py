@@ -302,7 +302,7 @@ def plot_losses(log_path, png_path) -> Path:
         ax.set_title(term)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        if len(log[term]) and (log[term] > 0).all() and log[term].max() / max(log[term].min(), 1e-12) > 20:
+        if len(log[term]) and (log[term] > 0).all() and log[term].max() / max(log[term].min(), 1e-12) > 5:
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(terms):]:
         ax.axis("off")
