@@ -291,3 +291,16 @@ def test_a_sandbox_that_cannot_start_is_an_infra_error(good, monkeypatch):
         with open_encoder(load(good)):
             pass
     assert info.value.kind == "infra_error"
+
+
+def test_required_layers(good):
+    with open_encoder(load(good), require_layers=("clean_env", "threads")) as enc:
+        assert enc.encode(hostile.images(1)).shape == (1, hostile.LATENT)
+    with pytest.raises(SubmissionFailure) as info:
+        with open_encoder(load(good), require_layers=("landlock", "no-such-layer")):
+            pass
+    assert info.value.kind == "infra_error"
+    from harness.sandbox.layers import landlock_abi
+
+    if landlock_abi() > 0:  # only the layer this machine cannot give is named
+        assert "layer(s) no-such-layer could not" in info.value.message

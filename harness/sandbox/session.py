@@ -106,8 +106,9 @@ class EncoderSession:
         Runtime, version and device used inside the child.
     """
 
-    def __init__(self, submission, *, backend: str, limits: Limits, device: str):
+    def __init__(self, submission, *, backend: str, limits: Limits, device: str, require_layers=()):
         self.submission = submission
+        self.require_layers = tuple(require_layers)
         self.backend_name = backend
         self.limits = limits
         self.device = device
@@ -168,6 +169,12 @@ class EncoderSession:
         header, _ = self._request({"config": cfg}, what="setting up the sandbox", ours=True, deadline=loading)
         self.layers = header["layers"]
         self.report = header["report"]
+        missing = [r for r in self.require_layers
+                   if not any(layer == r or layer.startswith(r + ":") for layer in self.layers)]
+        if missing:
+            self._fail(SubmissionFailure(
+                "infra_error", f"required sandbox layer(s) {', '.join(missing)} could not be applied on this "
+                "machine (run `harness doctor`)", "\n".join(self.report)))
         header, _ = self._request(None, what="loading the model", deadline=loading)
         self.info = header.get("info", {})
         self.notes.extend(self.info.get("notes", []))
@@ -386,7 +393,8 @@ class EncoderSession:
 
 
 @contextlib.contextmanager
-def open_encoder(submission, *, backend: str = "process", limits: Limits | None = None, device: str = "cpu"):
+def open_encoder(submission, *, backend: str = "process", limits: Limits | None = None, device: str = "cpu",
+                 require_layers=()):
     """Load ``submission`` in the sandbox and yield an :class:`EncoderSession`.
 
     Parameters
@@ -400,6 +408,10 @@ def open_encoder(submission, *, backend: str = "process", limits: Limits | None 
     limits : Limits, default Limits()
     device : {"cpu", "cuda", "auto"}, default "cpu"
         ``cuda`` falls back to the CPU with a note in ``session.notes`` when no GPU is usable.
+    require_layers : sequence of str, default ()
+        Layers that must be applied (``"landlock"``, ``"landlock:fs"``, ``"seccomp"``, ``"uid"``,
+        ``"namespaces"``, ...; a name matches itself and its ``name:...`` variants). When one is
+        missing the model is not loaded: ``infra_error``. Organizers use it to refuse a weak machine.
 
     Raises
     ------
@@ -418,7 +430,10 @@ def open_encoder(submission, *, backend: str = "process", limits: Limits | None 
         from harness.submission import load
 
         submission = owned = load(submission)
-    session = EncoderSession(submission, backend=backend, limits=limits, device=device)
+    if backend == "none" and require_layers:
+        raise InputError("backend 'none' applies no layers; require_layers cannot be met")
+    session = EncoderSession(submission, backend=backend, limits=limits, device=device,
+                             require_layers=require_layers)
     try:
         session.start()
         yield session
