@@ -8,7 +8,7 @@ study gin values), each sampling and encoding on its own through a TorchScript r
 function in-process, batch by batch (16 or 64 images per call), over the same procedural dataset.
 
     python bench/bench_evaluate.py                       # both, study sizes
-    python bench/bench_evaluate.py --skip-2019           # harness only
+    python bench/bench_evaluate.py --skip-2019           # harness only (--skip-harness: 2019 only)
     python bench/bench_evaluate.py --submission DIR      # another submission (default: submissions/example)
 
 The encoder is the example submission when it exists, else a random-init encoder of the DESIGN 7
@@ -63,12 +63,16 @@ def prepare_models(submission: Path | None, work: Path) -> tuple[Path, Path, str
         else:
             export_encoder(_random_encoder(), ts_dir, input_shape=(1, 64, 64), format="torchscript", validate=False)
             what = f"{submission} (2019 side: random-init encoder of the same architecture, as TorchScript)"
-        return submission, ts_dir / "encoder.pt", what
+        return submission, _model_file(ts_dir), what
     encoder = _random_encoder()
     onnx_dir = work / "random-onnx"
     export_encoder(encoder, onnx_dir, input_shape=(1, 64, 64), format="onnx", name="random-init", validate=False)
     export_encoder(encoder, ts_dir, input_shape=(1, 64, 64), format="torchscript", validate=False)
-    return onnx_dir, ts_dir / "encoder.pt", "random-init DESIGN 7 encoder (no example submission yet)"
+    return onnx_dir, _model_file(ts_dir), "random-init DESIGN 7 encoder (no example submission yet)"
+
+
+def _model_file(folder: Path) -> Path:
+    return folder / json.loads((folder / "submission.json").read_text())["model"]
 
 
 def run_harness(submission: Path, out: Path, sandbox: str) -> dict:
@@ -133,44 +137,52 @@ def run_2019(torchscript: Path) -> dict:
     return out
 
 
+def _print_harness(res: dict, sandbox: str) -> None:
+    ev = res["evaluations"][0]
+    t = ev["timing"]
+    print(f"\nharness evaluate (challenge preset, dsprites, sandbox {sandbox}, device "
+          f"{res['environment']['device']}): {res['_wall_s']:.1f} s end to end")
+    print(f"  images requested {t['images_requested']:,}, encoded {t['images_encoded']:,} (unique grid points)")
+    print(f"  render {t['render_s']:.1f} s (overlapped with encoding), encode {t['encode_s']:.1f} s, "
+          f"report figures {t['report_s']:.1f} s")
+    for name, seconds in t["metrics_s"].items():
+        print(f"  metric {name:<10} {seconds:7.1f} s (sample + score)")
+    for name, values in ev["metrics"].items():
+        print(f"  {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()
+                                       if isinstance(v, (int, float)) and not k.endswith("_ci95")))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--submission", type=Path, default=REPO / "submissions" / "example")
     parser.add_argument("--sandbox", default="process")
-    parser.add_argument("--skip-2019", action="store_true")
+    parser.add_argument("--skip-2019", action="store_true", help="only the harness side")
+    parser.add_argument("--skip-harness", action="store_true", help="only the 2019 side")
     parser.add_argument("--out", type=Path, default=None, help="keep results.json/report.html here")
     args = parser.parse_args(argv)
 
     import onnxruntime
     import torch
 
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
-          f"torch {torch.__version__} (cuda available: {torch.cuda.is_available()}), "
-          f"onnxruntime {onnxruntime.__version__} {onnxruntime.get_available_providers()}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start "
+          f"(other work on the machine slows both sides); torch {torch.__version__} "
+          f"(cuda available: {torch.cuda.is_available()}), onnxruntime {onnxruntime.__version__} "
+          f"{onnxruntime.get_available_providers()}")
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as tmp:
         work = Path(tmp)
         sub, ts, what = prepare_models(args.submission, work)
-        print(f"encoder: {what}")
-        out = args.out or work / "out"
-        res = run_harness(sub, out, args.sandbox)
-        if res["status"] != "ok":
-            print("harness evaluation failed:", json.dumps(res["failure"]))
-            return 1
-        ev = res["evaluations"][0]
-        t = ev["timing"]
-        print(f"\nharness evaluate (challenge preset, dsprites, sandbox {args.sandbox}, device "
-              f"{res['environment']['device']}): {res['_wall_s']:.1f} s end to end")
-        print(f"  images requested {t['images_requested']:,}, encoded {t['images_encoded']:,} (unique grid points)")
-        print(f"  render {t['render_s']:.1f} s (overlapped with encoding), encode {t['encode_s']:.1f} s, "
-              f"report figures {t['report_s']:.1f} s")
-        for name, seconds in t["metrics_s"].items():
-            print(f"  metric {name:<10} {seconds:7.1f} s (sample + score)")
-        for name, values in ev["metrics"].items():
-            print(f"  {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()
-                                           if isinstance(v, (int, float)) and not k.endswith("_ci95")))
+        print(f"encoder: {what}", flush=True)
+        res = None
+        if not args.skip_harness:
+            res = run_harness(sub, args.out or work / "out", args.sandbox)
+            if res["status"] != "ok":
+                print("harness evaluation failed:", json.dumps(res["failure"]))
+                return 1
+            _print_harness(res, args.sandbox)
         if args.skip_2019:
             return 0
-        print("\n2019 way (disentanglement_lib metric functions, TorchScript, each metric on its own):", flush=True)
+        print(f"\n2019 way (disentanglement_lib metric functions, TorchScript, each metric on its own; "
+              f"load average {os.getloadavg()[0]:.2f}):", flush=True)
         t0 = time.perf_counter()
         old = run_2019(ts)
         old_wall = time.perf_counter() - t0
@@ -179,7 +191,9 @@ def main(argv=None):
         imgs = sum(v["images"] for v in old.values())
         print(f"  total {old_wall:.1f} s: render {ren:.1f} s, encode {enc:.1f} s, "
               f"score {old_wall - enc - ren:.1f} s, {imgs:,} images")
-        print(f"\nharness {res['_wall_s']:.1f} s vs 2019 way {old_wall:.1f} s: {old_wall / res['_wall_s']:.1f}x faster")
+        if res is not None:
+            print(f"\nharness {res['_wall_s']:.1f} s vs 2019 way {old_wall:.1f} s: "
+                  f"{old_wall / res['_wall_s']:.1f}x faster")
     return 0
 
 
