@@ -124,6 +124,9 @@ def test_dci_gbt(kind):
     codes = represent(kind, factors, sizes, seed=4, num_dims=4)
     c, f, ct, ft = codes[:600], factors[:600], codes[600:], factors[600:]
     ours = metrics.dci(c, f, ct, ft, estimator="gbt", n_bootstrap=0, n_jobs=1)
+    # sklearn breaks ties between equally good splits with numpy's global state (~0.01 of spread
+    # on 600 samples): seed it so the comparison is the same on every run
+    np.random.seed(0)
     theirs = DL.dci._compute_dci(c.T, f.T, ct.T, ft.T)
     for key in ("disentanglement", "completeness", "informativeness_train", "informativeness_test"):
         assert ours[key] == pytest.approx(theirs[key], abs=0.01), key
