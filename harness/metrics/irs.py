@@ -10,26 +10,17 @@ from harness.metrics import _bootstrap, _info
 from harness.metrics._validation import check_codes, check_factors, check_fraction, check_positive_int
 
 
-def _sorted_groups(groups: np.ndarray, num_groups: int):
-    order = np.argsort(groups, kind="stable")
-    counts = np.bincount(groups, minlength=num_groups)
-    present = counts > 0
-    counts = counts[present]
+def _mean_quantile_deviation(ordered: np.ndarray, counts: np.ndarray, quantile: float) -> np.ndarray:
+    """(D,) mean over groups of the linear-interpolated ``quantile`` of |code - group mean|.
+
+    ``ordered``: codes with the rows of each group contiguous; ``counts``: rows per group (> 0).
+    """
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return order, counts, starts
-
-
-def _mean_quantile_deviation(codes: np.ndarray, groups: np.ndarray, num_groups: int,
-                             quantile: float) -> np.ndarray:
-    """(D,) mean over groups of the linear-interpolated ``quantile`` of |code - group mean|."""
-    order, counts, starts = _sorted_groups(groups, num_groups)
-    ordered = codes[order]
     means = np.add.reduceat(ordered, starts, axis=0) / counts[:, None]
     label = np.repeat(np.arange(len(counts)), counts)
     diffs = np.abs(ordered - means[label])
     # One sort orders each group's values: lift each group above the previous one.
-    unit = diffs.max() + 1.0
-    lifted = label[:, None] * unit
+    lifted = label[:, None] * (diffs.max() + 1.0)
     ranked = np.sort(diffs + lifted, axis=0) - lifted
     position = quantile * (counts - 1)
     lower = np.floor(position).astype(np.int64)
@@ -40,10 +31,22 @@ def _mean_quantile_deviation(codes: np.ndarray, groups: np.ndarray, num_groups: 
     return (low_values + fraction * (high_values - low_values)).mean(axis=0)
 
 
-def _irs_score(codes: np.ndarray, binned_factors: np.ndarray, num_bins: int, quantile: float) -> float:
-    max_deviation = np.abs(codes - codes.mean(axis=0)).max(axis=0)
-    cum_deviation = np.stack([_mean_quantile_deviation(codes, binned_factors[:, k], num_bins, quantile)
-                              for k in range(binned_factors.shape[1])], axis=1)
+def _irs_score(codes: np.ndarray, multiplicity: np.ndarray, orders: list[np.ndarray], binned: np.ndarray,
+               quantile: float) -> float:
+    """IRS of the sample in which row i appears ``multiplicity[i]`` times.
+
+    ``orders[k]`` sorts the rows by factor k's bin once; a resample keeps that order through
+    ``np.repeat``, so no replicate sorts by group again.
+    """
+    present = multiplicity > 0
+    mean = multiplicity @ codes / multiplicity.sum()
+    max_deviation = np.abs(codes[present] - mean).max(axis=0)
+    cum_deviation = []
+    for k, order in enumerate(orders):
+        rows = np.repeat(order, multiplicity[order])
+        counts = np.bincount(binned[:, k], weights=multiplicity).astype(np.int64)
+        cum_deviation.append(_mean_quantile_deviation(codes[rows], counts[counts > 0], quantile))
+    cum_deviation = np.stack(cum_deviation, axis=1)
     usable = max_deviation > 0
     if not usable.any():
         return float("nan")
@@ -82,11 +85,12 @@ def irs(codes, factors, *, diff_quantile: float = 0.99, num_bins: int = 20,
         return {"irs": out.pop("irs"), **out}
     codes = codes[:, active]
     binned = _info.histogram_discretize(factors, num_bins)
-    estimate = _irs_score(codes, binned, num_bins, diff_quantile)
+    orders = [np.argsort(binned[:, k], kind="stable") for k in range(binned.shape[1])]
+    estimate = _irs_score(codes, np.ones(len(codes), dtype=np.int64), orders, binned, diff_quantile)
     replicates = []
     if n_bootstrap:
-        for rows in _bootstrap.bootstrap_indices(len(codes), n_bootstrap, _bootstrap.ci_rng(seed)):
-            replicates.append(_irs_score(codes[rows], binned[rows], num_bins, diff_quantile))
+        weights = _bootstrap.bootstrap_weights(len(codes), n_bootstrap, _bootstrap.ci_rng(seed)).astype(np.int64)
+        replicates = [_irs_score(codes, w, orders, binned, diff_quantile) for w in weights]
     result = _bootstrap.add_interval({}, "irs", estimate, replicates, n_bootstrap)
     result["num_active_dims"] = out["num_active_dims"]
     return result
