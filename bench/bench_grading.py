@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -135,15 +136,19 @@ def main(argv=None) -> int:
         wall = {}
         for workers in () if args.startup_only else (1, args.workers):
             db = tmp / f"w{workers}.db"
+            cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             summary = grade([tmp / "subs"], challenge, db, workers=workers, job_fn=job_fn)
             wall[workers] = time.perf_counter() - start
+            cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
             if summary.counts["finished"] != args.submissions:
                 from harness.grading import status_report
 
                 print(status_report(db))
                 return 1
-            print(f"  --workers {workers}: {wall[workers]:7.2f} s  ({wall[workers] / args.submissions:.2f} s/job)")
+            print(f"  --workers {workers}: {wall[workers]:7.2f} s wall ({wall[workers] / args.submissions:.2f} s/job), "
+                  f"{cpu:7.2f} s CPU in job processes ({cpu / wall[workers]:.2f} cores busy on average)")
         if wall:
             ratio = wall[args.workers] / wall[1]
             print(f"  ratio workers={args.workers} / serial: {ratio:.3f}  (target <= 0.60: "
