@@ -47,6 +47,11 @@ def load():
     import gin
 
     modules = {name: importlib.import_module(f"disentanglement_lib.evaluation.metrics.{name}") for name in _MODULES}
+    # The modules keep their reference to the stub; drop it from sys.modules so that torch, which
+    # probes for tensorflow with importlib.util.find_spec, does not trip over a spec-less module.
+    for name in [m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow.")]:
+        if getattr(sys.modules[name], "__spec__", None) is None:
+            del sys.modules[name]
     gin.clear_config()
     gin.parse_config(["discretizer.discretizer_fn = @histogram_discretizer", "discretizer.num_bins = 20"])
     return types.SimpleNamespace(**modules)
