@@ -475,3 +475,19 @@ def test_ctrl_c_gives_running_jobs_back_without_counting_the_attempt(tmp_path, e
         row = store.jobs()[0]
         assert (row["state"], row["attempts"]) == ("queued", 0)
         assert [e["event"] for e in store.events(row["id"])] == ["queued", "running", "released"]
+
+
+def test_archives_are_submissions_with_the_folder_hash(tmp_path, env):
+    import shutil
+
+    from harness.grading import discover
+
+    folder = make_submission(tmp_path / "src", "zipped", {"values": {}})
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    shutil.make_archive(str(subs / "zipped"), "zip", folder)
+    (subs / "junk.tar.gz").write_bytes(b"not an archive")
+    found = {e.name: e for e in discover([subs])}
+    assert found["zipped"].content_hash == discover([folder])[0].content_hash
+    assert found["zipped"].manifest_error is None
+    assert found["junk"].manifest_error and found["junk"].content_hash.startswith("raw:")
