@@ -69,16 +69,27 @@ def _fit_lightgbm(x_train, y_train, x_test, random_state):
                   force_row_wise=True,
                   deterministic=True, seed=random_state)
     train_set = lightgbm.Dataset(x_train, label=y_index, init_score=np.tile(prior, (len(y_index), 1)))
-    booster = lightgbm.train(params, train_set, num_boost_round=_ROUNDS)
+    # LightGBM keeps the training scores up to date from the leaf assignments; reading them through
+    # an evaluation hook spares a predict over every training row (a third of the cost).
+    train_scores = {}
+
+    def keep_train_scores(raw, _data):
+        train_scores["raw"] = raw
+        return "none", 0.0, False
+
+    params["metric"] = "None"
+    booster = lightgbm.train(params, train_set, num_boost_round=_ROUNDS, valid_sets=[train_set],
+                             feval=keep_train_scores)
     rounds = booster.current_iteration()
     cumulative = np.array([booster.feature_importance("gain", iteration=i) for i in range(1, rounds + 1)],
                           dtype=np.float64)
     per_round = np.diff(np.vstack([np.zeros(x_train.shape[1]), cumulative]), axis=0)
-
-    def predict(x):
-        return classes[np.argmax(booster.predict(x, raw_score=True) + prior, axis=1)]
-
-    return per_round, np.ones(rounds), predict(x_train), predict(x_test)
+    raw_train = np.asarray(train_scores["raw"])
+    if raw_train.ndim == 1:  # older LightGBM: class-major flat scores
+        raw_train = raw_train.reshape(num_classes, -1).T
+    predicted_train = classes[np.argmax(raw_train, axis=1)]
+    predicted_test = classes[np.argmax(booster.predict(x_test, raw_score=True) + prior, axis=1)]
+    return per_round, np.ones(rounds), predicted_train, predicted_test
 
 
 def _entropy_weighted_score(importance: np.ndarray) -> np.ndarray:
