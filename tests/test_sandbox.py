@@ -90,7 +90,9 @@ def test_shape_mismatch_and_bad_arguments(good):
         Limits(wall_seconds=-1)
 
 
-def test_docker_backend_is_an_infra_error_until_built(good):
+def test_docker_backend_without_its_image_is_an_infra_error(good, monkeypatch):
+    # Whether or not an engine runs here, a missing grader image is our side's failure.
+    monkeypatch.setenv("HARNESS_DOCKER_IMAGE", "harness-no-such-image:0")
     with pytest.raises(SubmissionFailure) as info:
         with open_encoder(good, backend="docker"):
             pass
