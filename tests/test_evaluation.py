@@ -420,3 +420,11 @@ def test_constant_encoder_is_scored_not_failed(tmp_path):
     for name in names:
         if any(v is None for v in ev["metrics"][name].values()):
             assert any(note.startswith(f"metric {name} could not be computed") for note in ev["notes"])
+
+
+def test_default_out_dir_never_reuses_a_folder(tmp_path):
+    from harness.evaluation import default_out_dir
+
+    assert default_out_dir("subs/team-x.tar.gz", parent=tmp_path) == tmp_path / "team-x-results"
+    (tmp_path / "team-x-results").mkdir()
+    assert default_out_dir("subs/team-x/", parent=tmp_path) == tmp_path / "team-x-results-2"
