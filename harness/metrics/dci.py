@@ -69,9 +69,8 @@ def _fit_lightgbm(x_train, y_train, x_test, random_state):
     prior = np.log(np.bincount(y_index, minlength=num_classes) / len(y_index))
     params = dict(objective=squared_error_residuals, num_class=num_classes,
                   learning_rate=_LEARNING_RATE * num_classes * _STEP_SCALE, max_depth=_MAX_DEPTH,
-                  num_leaves=2 ** _MAX_DEPTH, min_data_in_leaf=1, min_sum_hessian_in_leaf=0.0, lambda_l2=0.0, num_threads=1, verbose=-1,
-                  force_row_wise=True,
-                  deterministic=True, seed=random_state)
+                  num_leaves=2 ** _MAX_DEPTH, min_data_in_leaf=1, min_sum_hessian_in_leaf=0.0, lambda_l2=0.0,
+                  num_threads=1, verbose=-1, force_row_wise=True, deterministic=True, seed=random_state)
     train_set = lightgbm.Dataset(x_train, label=y_index, init_score=np.tile(prior, (len(y_index), 1)))
     # LightGBM keeps the training scores up to date from the leaf assignments; reading them through
     # an evaluation hook spares a predict over every training row (a third of the cost).
