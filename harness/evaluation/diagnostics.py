@@ -94,21 +94,3 @@ def response_curves(codes: np.ndarray, factors: np.ndarray, factor_sizes) -> lis
         with np.errstate(invalid="ignore", divide="ignore"):
             curves.append(sums / counts[:, None])
     return curves
-
-
-def traversal_indices(dataset, *, seed: int, steps: int = 8) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Grid indices for a montage: row k sweeps factor k over up to ``steps`` values, the rest fixed.
-
-    Returns the indices (K, steps) and, per row, the factor values shown; a factor with fewer
-    than ``steps`` values repeats its last one, and its value list is shorter (blank cells).
-    """
-    rng = np.random.default_rng(seed)
-    base = dataset.sample_factors(1, rng)[0]
-    rows, values = [], []
-    for k, size in enumerate(dataset.factor_sizes):
-        vals = np.unique(np.linspace(0, size - 1, num=min(steps, size)).round().astype(np.int64))
-        f = np.repeat(base[None, :], steps, axis=0)
-        f[:, k] = np.pad(vals, (0, steps - len(vals)), mode="edge")
-        rows.append(dataset.factors_to_index(f))
-        values.append(vals)
-    return np.stack(rows), values

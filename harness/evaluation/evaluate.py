@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.datasets.montage import traversal_indices
 from harness.errors import InputError, SubmissionFailure
 from harness.evaluation import diagnostics as diag_mod
 from harness.evaluation.plan import DEFAULT_CHUNK_SIZE, Timing, build_code_table
@@ -24,6 +25,7 @@ from harness.evaluation.results import environment, new_results, to_jsonable, wr
 #: rows used for the report's mutual-information matrix and importance diagram
 _DIAG_ROWS = 10_000
 _IMPORTANCE_ROWS = 4_000
+_MONTAGE_COLUMNS = 8
 
 
 # -- metrics: preset + names + params ----------------------------------------------------------
@@ -208,9 +210,15 @@ def _diagnostics(dataset, table, requests: dict, encode, seed: int) -> dict:
     out["entropies"] = diag_mod.factor_entropies(factors[rows])
     imp_rows = rows[:_IMPORTANCE_ROWS]
     out["importance"] = diag_mod.importance_matrix(codes[imp_rows], factors[imp_rows], seed=seed)
-    idx, values = diag_mod.traversal_indices(dataset, seed=seed)
-    images = dataset.observations(idx.ravel(), rng=np.random.default_rng(seed))
-    out["montage"] = (images.reshape(idx.shape + images.shape[1:]), values)
+    # the datasets' own traversal: it also handles labelled subsets (only existing combinations)
+    rows = traversal_indices(dataset, max_columns=_MONTAGE_COLUMNS, rng=np.random.default_rng(seed))
+    steps = max(len(indices) for _, _, indices in rows)
+    shape = tuple(dataset.observation_shape)
+    images = np.zeros((len(rows), steps) + shape, dtype=np.uint8)
+    for r, (_, _, indices) in enumerate(rows):
+        if len(indices):
+            images[r, :len(indices)] = dataset.observations(indices, rng=np.random.default_rng(seed))
+    out["montage"] = (images, [values for _, values, _ in rows])
     return out
 
 
