@@ -300,7 +300,7 @@ def train_command(model, dataset, out, steps, batch_size, lr, beta, params, late
                   checkpoint_every, export_format, with_logvar, name, no_resume, no_progress):
     """Train a reference beta-VAE-family model and export it as a submission.
 
-    Interrupt with Ctrl-C at any time: the state is checkpointed, and the same command resumes.
+    Interrupt with Ctrl-C (or SIGTERM) at any time: the state is checkpointed, and the same command resumes.
     """
     from harness.baseline.training import CHECKPOINT_NAME, train
 

@@ -102,7 +102,7 @@ def test_resume_refuses_a_different_run(trained):
               progress=False, export_format=None)
 
 
-def test_ctrl_c_checkpoints_and_the_same_command_resumes(tmp_path):
+def test_interrupt_checkpoints_and_the_same_command_resumes(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "harness", "train", "--model", "beta_vae", "--dataset", "dummy", "--steps",
            "100000", "--batch-size", "8", "--checkpoint-every", "5", "--threads", "1", "--format", "none",
@@ -113,7 +113,7 @@ def test_ctrl_c_checkpoints_and_the_same_command_resumes(tmp_path):
     while not (out / "checkpoint.safetensors").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)  # as a scheduler or `kill` would; Ctrl-C takes the same path
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "run the same command to resume" in err and "Traceback" not in err

@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -194,6 +196,7 @@ def _loop(run: _Run, config: TrainConfig, data, device, checkpoint_path: Path, l
     bar = tqdm(total=config.steps, initial=run.step, disable=not progress, desc=config.model, unit="step",
                dynamic_ncols=True)
     wall0, cpu0 = time.perf_counter(), time.process_time()
+    previous_sigterm = _sigterm_as_interrupt()
     try:
         while run.step < config.steps:
             x = to_tensor(next(batches), device)
@@ -221,10 +224,24 @@ def _loop(run: _Run, config: TrainConfig, data, device, checkpoint_path: Path, l
         run.save(checkpoint_path, config)
         bar.close()
         raise
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     bar.close()
     if not checkpoint_path.exists():  # resumed at or past the requested steps: keep the file we had
         run.save(checkpoint_path, config)
     return last_terms
+
+
+def _sigterm_as_interrupt():
+    """Make SIGTERM (``kill``, a scheduler's preemption) checkpoint like Ctrl-C; returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _train_step(run: _Run, config: TrainConfig, x: torch.Tensor, dataset_size: int) -> dict:
