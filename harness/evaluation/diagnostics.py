@@ -9,50 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
-    """Per column, ``num_bins`` equal-width bins over that column's own range (DESIGN 4)."""
-    codes = np.asarray(codes, dtype=np.float64)
-    out = np.zeros(codes.shape, dtype=np.int64)
-    for j in range(codes.shape[1]):
-        edges = np.histogram(codes[:, j], num_bins)[1][:-1]
-        out[:, j] = np.digitize(codes[:, j], edges)
-    return out
-
-
-def _entropy(counts: np.ndarray, axis=-1) -> np.ndarray:
-    total = counts.sum(axis=axis, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = np.where(counts > 0, counts / total, 1.0)
-    return -(np.where(counts > 0, p * np.log(p), 0.0)).sum(axis=axis)
+from harness.metrics import _info
 
 
 def mutual_info_matrix(codes: np.ndarray, factors: np.ndarray, *, num_bins: int = 20) -> np.ndarray:
     """``MI[code, factor]`` in nats, codes discretized as MIG does (Chen et al. 2018).
 
-    Plug-in estimate from joint counts: MI = H(code) + H(factor) - H(code, factor).
+    The metrics' own estimator, so the heatmap shows exactly what MIG compares.
     """
-    discrete = discretize(codes, num_bins)
-    factors = np.asarray(factors, dtype=np.int64)
-    factors = factors - factors.min(axis=0, keepdims=True)
-    d, k = discrete.shape[1], factors.shape[1]
-    mi = np.zeros((d, k))
-    for j in range(d):
-        cj = discrete[:, j] - discrete[:, j].min()
-        h_code = _entropy(np.bincount(cj))
-        for f in range(k):
-            size = int(factors[:, f].max()) + 1
-            joint = np.bincount(cj * size + factors[:, f])
-            h_factor = _entropy(np.bincount(factors[:, f]))
-            mi[j, f] = h_code + h_factor - _entropy(joint)
-    return np.maximum(mi, 0.0)
+    binned = _info.histogram_discretize(codes, num_bins)
+    labels, cards = _info.encode_labels(factors)
+    return _info.mutual_info_matrix(binned, num_bins, labels, int(cards.max()))
 
 
 def factor_entropies(factors: np.ndarray) -> np.ndarray:
     """Entropy (nats) of each factor column, the normalizer MIG divides by."""
-    factors = np.asarray(factors, dtype=np.int64)
-    factors = factors - factors.min(axis=0, keepdims=True)
-    return np.array([_entropy(np.bincount(factors[:, k])) for k in range(factors.shape[1])])
+    labels, cards = _info.encode_labels(factors)
+    return _info.label_entropy(labels, int(cards.max()))
 
 
 def importance_matrix(codes_train: np.ndarray, factors_train: np.ndarray, *, seed: int = 0) -> np.ndarray:
