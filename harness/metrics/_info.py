@@ -71,6 +71,22 @@ def joint_counts(a: np.ndarray, size_a: int, b: np.ndarray, size_b: int,
     return np.asarray(counts).reshape((len(weights),) + shape)
 
 
+def code_factor_counts(codes: np.ndarray, factors: np.ndarray, num_bins: int,
+                       weights: np.ndarray | None = None) -> np.ndarray:
+    """Joint histograms of histogram-discretized codes and factors, (1 [+ R], D, K, num_bins, B).
+
+    Row 0 is the sample itself; with ``weights`` (R, N), bootstrap multiplicities, the R
+    replicates follow. B is the largest factor cardinality.
+    """
+    binned = histogram_discretize(codes, num_bins)
+    labels, cards = encode_labels(factors)
+    size = int(cards.max())
+    counts = joint_counts(binned, num_bins, labels, size)[None]
+    if weights is not None:
+        counts = np.concatenate([counts, joint_counts(binned, num_bins, labels, size, weights)])
+    return counts
+
+
 def _xlogx(counts: np.ndarray) -> np.ndarray:
     positive = counts > 0
     return np.where(positive, counts * np.log(np.where(positive, counts, 1.0)), 0.0)

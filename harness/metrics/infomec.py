@@ -80,13 +80,8 @@ def infomec(codes_train, factors_train, codes_test, factors_test, *, num_bins: i
     n_bootstrap = _bootstrap.check_n_bootstrap(n_bootstrap)
     rng = _bootstrap.ci_rng(seed)
 
-    binned = _info.histogram_discretize(codes_train, num_bins)
-    labels, cards = _info.encode_labels(factors_train)
-    size = int(cards.max())
-    counts = _info.joint_counts(binned, num_bins, labels, size)[None]
-    if n_bootstrap:
-        weights = _bootstrap.bootstrap_weights(len(codes_train), n_bootstrap, rng)
-        counts = np.concatenate([counts, _info.joint_counts(binned, num_bins, labels, size, weights)])
+    weights = _bootstrap.bootstrap_weights(len(codes_train), n_bootstrap, rng) if n_bootstrap else None
+    counts = _info.code_factor_counts(codes_train, factors_train, num_bins, weights)
     mi = _info.mutual_info_from_counts(counts)  # (R, D, K)
     h = _info.entropy_from_counts(counts[:, 0].sum(axis=-2))  # (R, K)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -18,13 +18,9 @@ def _tables(codes, factors, num_bins, n_bootstrap, seed, *, min_dims=1, min_fact
     factors = check_factors(factors, "factors", num_samples=len(codes), min_factors=min_factors)
     num_bins = check_positive_int(num_bins, "num_bins", minimum=2)
     n_bootstrap = _bootstrap.check_n_bootstrap(n_bootstrap)
-    binned = _info.histogram_discretize(codes, num_bins)
-    labels, cards = _info.encode_labels(factors)
-    size_b = int(cards.max())
-    counts = _info.joint_counts(binned, num_bins, labels, size_b)[None]  # (1, D, K, A, B)
-    if n_bootstrap:
-        weights = _bootstrap.bootstrap_weights(len(codes), n_bootstrap, _bootstrap.ci_rng(seed))
-        counts = np.concatenate([counts, _info.joint_counts(binned, num_bins, labels, size_b, weights)])
+    weights = (_bootstrap.bootstrap_weights(len(codes), n_bootstrap, _bootstrap.ci_rng(seed))
+               if n_bootstrap else None)
+    counts = _info.code_factor_counts(codes, factors, num_bins, weights)  # (R+1, D, K, A, B)
     mi = _info.mutual_info_from_counts(counts)  # (R+1, D, K)
     h_factor = _info.entropy_from_counts(counts[:, 0].sum(axis=-2))  # (R+1, K)
     return counts, mi, h_factor

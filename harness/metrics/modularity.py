@@ -75,15 +75,8 @@ def modularity_explicitness(codes_train, factors_train, codes_test, factors_test
     n_bootstrap = _bootstrap.check_n_bootstrap(n_bootstrap)
     rng = _bootstrap.ci_rng(seed)
 
-    binned = _info.histogram_discretize(codes_train, num_bins)
-    labels, cards = _info.encode_labels(factors_train)
-    weights_train = None
-    if n_bootstrap:
-        weights_train = _bootstrap.bootstrap_weights(len(codes_train), n_bootstrap, rng)
-    mi = _info.mutual_info_matrix(binned, num_bins, labels, int(cards.max()))[None]
-    if n_bootstrap:
-        mi = np.concatenate([mi, _info.mutual_info_matrix(binned, num_bins, labels, int(cards.max()),
-                                                          weights_train)])
+    weights_train = _bootstrap.bootstrap_weights(len(codes_train), n_bootstrap, rng) if n_bootstrap else None
+    mi = _info.mutual_info_from_counts(_info.code_factor_counts(codes_train, factors_train, num_bins, weights_train))
     modularity = modularity_from_mutual_info(mi)
 
     x_train, x_test = standardize(codes_train, codes_test)
