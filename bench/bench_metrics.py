@@ -81,7 +81,7 @@ def side_by_side(n_train, n_test, skip_dlib, skip_dlib_dci) -> None:
          lambda: dl.mig._compute_mig(c.T, f.T)["discrete_mig"]),
         ("sap (discrete)", lambda b: metrics.sap(c, f, ct, ft, n_jobs=-1, n_bootstrap=b)["sap_score"],
          lambda: dl.sap_score._compute_sap(c.T, f.T, ct.T, ft.T, False)["SAP_score"]),
-        ("irs", lambda b: metrics.irs(c, f, n_bootstrap=b)["irs"],
+        ("irs", lambda b: metrics.irs(c, f, n_jobs=-1, n_bootstrap=b)["irs"],
          lambda: dl.irs.scalable_disentanglement_score(dl.utils.make_discretizer(f.T).T, c, 0.99)["avg_score"]),
         ("modularity+explicit.", lambda b: metrics.modularity_explicitness(c, f, ct, ft, n_jobs=-1, n_bootstrap=b)[
             "explicitness_score_test"], lambda: _dl_modularity_explicitness(dl, c, f, ct, ft)),

@@ -335,3 +335,18 @@ def test_cli_metrics_list():
     assert "factor_vae" in result.output and "*discrete_mig" in result.output and "Kim and Mnih" in result.output
     bad = CliRunner().invoke(cli, ["metrics", "list", "--preset", "nope"])
     assert bad.exit_code == 2 and "unknown preset" in bad.output
+
+
+@pytest.mark.parametrize("kind", ["identity", "duplicated"])
+def test_dci_lightgbm_stays_near_gbt_where_splits_tie(kind):
+    # Codes that separate a factor cleanly (a duplicated code, the identity) make equally good
+    # splits on several features; sklearn picks one at random, LightGBM the first. The default
+    # estimator shares the credit, so it stays near gbt (bench/bench_metrics.py --dci-table: all kinds).
+    sizes = [3, 4, 5, 8]
+    factors = sample_factors(sizes, 900, seed=3)
+    codes = represent(kind, factors, sizes, seed=4, num_dims=6)
+    data = codes[:600], factors[:600], codes[600:], factors[600:]
+    fast = metrics.dci(*data, n_bootstrap=0, n_jobs=1)
+    exact = metrics.dci(*data, estimator="gbt", n_bootstrap=0, n_jobs=1)
+    for key in ("disentanglement", "completeness", "informativeness_test"):
+        assert fast[key] == pytest.approx(exact[key], abs=0.03), key

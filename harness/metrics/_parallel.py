@@ -15,13 +15,20 @@ def resolve_n_jobs(n_jobs) -> int:
     return max(1, int(n_jobs))
 
 
-def parallel_map(function, items, n_jobs) -> list:
+def parallel_map(function, items, n_jobs, *, costs=None) -> list:
     """``[function(*item) for item in items]``, over ``n_jobs`` worker threads when > 1.
 
     Threads suffice: sklearn's liblinear/lbfgs and LightGBM release the GIL in their solvers.
+    With ``costs`` (one estimate per item) the most expensive items start first, which keeps
+    one long fit from starting last on an otherwise idle pool; results keep the items' order.
     """
     items = list(items)
     workers = min(resolve_n_jobs(n_jobs), len(items))
     if workers <= 1:
         return [function(*item) for item in items]
-    return Parallel(n_jobs=workers, prefer="threads")(delayed(function)(*item) for item in items)
+    order = list(range(len(items))) if costs is None else sorted(range(len(items)), key=lambda i: -costs[i])
+    results = Parallel(n_jobs=workers, prefer="threads")(delayed(function)(*items[i]) for i in order)
+    out = [None] * len(items)
+    for i, result in zip(order, results):
+        out[i] = result
+    return out

@@ -4,6 +4,8 @@ gradient-boosted trees as in disentanglement_lib."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from harness.metrics import _bootstrap
@@ -17,8 +19,8 @@ DEFAULT_ESTIMATOR = "lightgbm"
 _ROUNDS, _LEARNING_RATE, _MAX_DEPTH = 100, 0.1, 3
 # Fraction of sklearn's Newton step at the class prior (K x the rate) taken by the LightGBM
 # estimator's gradient-mean leaves: measured closest to gbt over the benchmark representations
-# (docs/metrics.md); at 1.0 DCI ends up to 0.04 lower, at 0.5 up to 0.02 higher.
-_STEP_SCALE = 0.75
+# (docs/metrics.md: within 0.012 at 0.5; at 0.75 up to 0.028 lower).
+_STEP_SCALE = 0.5
 
 
 def _fit_gbt(x_train, y_train, x_test, random_state):
@@ -53,46 +55,124 @@ def _fit_lightgbm(x_train, y_train, x_test, random_state):
     rounds, rate 0.1, depth 3, leaves of one sample allowed.
     """
     import lightgbm
-    from scipy.special import softmax
 
     classes, y_index = np.unique(y_train, return_inverse=True)
     num_classes = classes.size
     if num_classes < 2:
         constant = np.full(len(x_test), classes[0])
         return np.zeros((1, x_train.shape[1])), np.zeros(1), np.full(len(x_train), classes[0]), constant
-    onehot = np.eye(num_classes)[y_index]
+    # float32 in column-major order: what LightGBM takes, so it copies nothing per round
+    onehot = np.asfortranarray(np.eye(num_classes, dtype=np.float32)[y_index])
+    unit_hessian = np.ones_like(onehot)
 
     def squared_error_residuals(raw, _data):
         raw = raw.reshape(num_classes, -1).T if raw.ndim == 1 else raw
-        return softmax(raw, axis=1) - onehot, np.ones_like(onehot)
+        residual = np.array(raw, dtype=np.float32, order="F")
+        residual -= residual.max(axis=1, keepdims=True)
+        np.exp(residual, out=residual)
+        residual /= residual.sum(axis=1, keepdims=True)
+        residual -= onehot
+        return residual, unit_hessian
 
     prior = np.log(np.bincount(y_index, minlength=num_classes) / len(y_index))
-    params = dict(objective=squared_error_residuals, num_class=num_classes,
+    params = dict(objective=squared_error_residuals, num_class=num_classes, metric="None",
                   learning_rate=_LEARNING_RATE * num_classes * _STEP_SCALE, max_depth=_MAX_DEPTH,
                   num_leaves=2 ** _MAX_DEPTH, min_data_in_leaf=1, min_sum_hessian_in_leaf=0.0, lambda_l2=0.0,
-                  num_threads=1, verbose=-1, force_row_wise=True, deterministic=True, seed=random_state)
-    train_set = lightgbm.Dataset(x_train, label=y_index, init_score=np.tile(prior, (len(y_index), 1)))
-    # LightGBM keeps the training scores up to date from the leaf assignments; reading them through
-    # an evaluation hook spares a predict over every training row (a third of the cost).
-    train_scores = {}
+                  num_threads=1, verbose=-1, force_row_wise=True, deterministic=True, seed=random_state,
+                  # the codes arrive binned (_bin_codes): one LightGBM bin per bin index
+                  max_bin=_MAX_BINS + 1, min_data_in_bin=1)
+    train_set = lightgbm.Dataset(x_train, label=y_index, init_score=np.tile(prior, (len(x_train), 1)))
+    test_set = lightgbm.Dataset(x_test, label=np.zeros(len(x_test)), init_score=np.tile(prior, (len(x_test), 1)),
+                                reference=train_set)
+    # LightGBM keeps both sets' scores up to date tree by tree; reading them once at the end
+    # spares two predicts over all 100 x K trees (kept as a training booster for that).
+    booster = lightgbm.train(params, train_set, num_boost_round=_ROUNDS, valid_sets=[test_set],
+                             keep_training_booster=True)
+    scores = {}
 
-    def keep_train_scores(raw, _data):
-        train_scores["raw"] = raw
+    def keep_scores(raw, data):
+        raw = np.asarray(raw)
+        scores["train" if data is train_set else "test"] = raw.reshape(num_classes, -1).T if raw.ndim == 1 else raw
         return "none", 0.0, False
 
-    params["metric"] = "None"
-    booster = lightgbm.train(params, train_set, num_boost_round=_ROUNDS, valid_sets=[train_set],
-                             feval=keep_train_scores)
+    booster.eval_train(feval=keep_scores)
+    booster.eval_valid(feval=keep_scores)
     rounds = booster.current_iteration()
-    cumulative = np.array([booster.feature_importance("gain", iteration=i) for i in range(1, rounds + 1)],
-                          dtype=np.float64)
-    per_round = np.diff(np.vstack([np.zeros(x_train.shape[1]), cumulative]), axis=0)
-    raw_train = np.asarray(train_scores["raw"])
-    if raw_train.ndim == 1:  # older LightGBM: class-major flat scores
-        raw_train = raw_train.reshape(num_classes, -1).T
-    predicted_train = classes[np.argmax(raw_train, axis=1)]
-    predicted_test = classes[np.argmax(booster.predict(x_test, raw_score=True) + prior, axis=1)]
+    tree, feature, gain, threshold = _splits(booster)
+    credit = _tie_shares(x_train, feature, threshold) * gain[:, None]
+    per_round = np.zeros((rounds, x_train.shape[1]))
+    np.add.at(per_round, tree // num_classes, credit)
+    predicted_train = classes[np.argmax(scores["train"], axis=1)]
+    predicted_test = classes[np.argmax(scores["test"], axis=1)]
     return per_round, np.ones(rounds), predicted_train, predicted_test
+
+
+_MAX_BINS, _GAP_SHARE = 255, 0.5
+
+
+def _bin_codes(codes_train, codes_test):
+    """Each code column cut into at most ``_MAX_BINS`` bins, as small integers.
+
+    sklearn may cut between any two neighbouring values, and the cuts it takes for a factor a code
+    represents well fall in the sparse gaps between that factor's values; equal-count bins (what
+    LightGBM makes) put too few edges there. So half the edges go to the widest gaps between
+    neighbouring training values and half to quantiles. A column with few distinct values keeps
+    them all.
+    """
+    binned_train = np.empty(codes_train.shape, dtype=np.float32)
+    binned_test = np.empty(codes_test.shape, dtype=np.float32)
+    for j in range(codes_train.shape[1]):
+        values = np.unique(codes_train[:, j])
+        midpoints = (values[1:] + values[:-1]) / 2
+        if midpoints.size > _MAX_BINS - 1:
+            n_gaps = int((_MAX_BINS - 1) * _GAP_SHARE)
+            widest = np.argpartition(np.diff(values), -n_gaps)[-n_gaps:] if n_gaps else np.zeros(0, np.int64)
+            quantile = np.linspace(0, midpoints.size - 1, _MAX_BINS - 1 - n_gaps + 2)[1:-1].round().astype(np.int64)
+            midpoints = midpoints[np.union1d(widest, quantile)]
+        binned_train[:, j] = np.searchsorted(midpoints, codes_train[:, j])
+        binned_test[:, j] = np.searchsorted(midpoints, codes_test[:, j])
+    return binned_train, binned_test
+
+
+_TREE_SPLITS = re.compile(r"^Tree=(\d+)\nnum_leaves=\d+\nnum_cat=\d+\nsplit_feature=([^\n]*)\n"
+                          r"split_gain=([^\n]*)\nthreshold=([^\n]*)$", re.MULTILINE)
+
+
+def _splits(booster):
+    """Every split of a LightGBM model as arrays (tree index, feature, gain, threshold)."""
+    trees, features, gains, thresholds = [], [], [], []
+    for match in _TREE_SPLITS.finditer(booster.model_to_string()):
+        f = match.group(2).split()
+        trees.append(np.full(len(f), int(match.group(1))))
+        features.append(np.array(f, dtype=np.int64))
+        gains.append(np.array(match.group(3).split(), dtype=np.float64))
+        thresholds.append(np.array(match.group(4).split(), dtype=np.float64))
+    if not trees:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    return tuple(np.concatenate(a) for a in (trees, features, gains, thresholds))
+
+
+def _tie_shares(x, feature, threshold):
+    """(S, D) share of each split's gain credited to each feature.
+
+    sklearn visits features in a random order at every node and keeps the first best split, so
+    features that cut the samples into the same two sets share the credit in expectation; LightGBM
+    always credits the lowest index. A feature j makes the same cut as ``x_f <= t`` over all
+    samples when its values on one side all lie below those on the other; such features (a
+    duplicated code, several codes that separate a factor's values cleanly) share the gain equally.
+    """
+    shares = np.zeros((len(feature), x.shape[1]))
+    shares[np.arange(len(feature)), feature] = 1.0
+    for f in np.unique(feature):
+        rows = np.flatnonzero(feature == f)
+        order = np.argsort(x[:, f], kind="stable")
+        along = x[order]
+        cut = np.searchsorted(along[:, f], threshold[rows], side="right")  # left side = first `cut` rows
+        cut = np.clip(cut, 1, len(x) - 1)
+        below = (np.maximum.accumulate(along)[cut - 1] < np.minimum.accumulate(along[::-1])[::-1][cut])
+        above = (np.minimum.accumulate(along)[cut - 1] > np.maximum.accumulate(along[::-1])[::-1][cut])
+        shares[rows] = np.maximum(shares[rows], below | above)
+    return shares / shares.sum(axis=1, keepdims=True)
 
 
 def _entropy_weighted_score(importance: np.ndarray) -> np.ndarray:
@@ -149,10 +229,12 @@ def dci(codes_train, factors_train, codes_test, factors_test, *, estimator: str 
         raise ValueError(f"estimator: expected one of {', '.join(ESTIMATORS)}, got {estimator!r}")
     n_bootstrap = _bootstrap.check_n_bootstrap(n_bootstrap)
     fit = _fit_gbt if estimator == "gbt" else _fit_lightgbm
+    x_train, x_test = (codes_train, codes_test) if estimator == "gbt" else _bin_codes(codes_train, codes_test)
     # one seed per factor, so results do not depend on how fits are spread over threads
     fit_seeds = np.random.SeedSequence([int(seed), 0xDC1]).generate_state(factors_train.shape[1])
-    fits = parallel_map(fit, [(codes_train, factors_train[:, k], codes_test, int(fit_seeds[k]) % 2**31)
-                              for k in range(factors_train.shape[1])], n_jobs)
+    fits = parallel_map(fit, [(x_train, factors_train[:, k], x_test, int(fit_seeds[k]) % 2**31)
+                              for k in range(factors_train.shape[1])], n_jobs,
+                        costs=[np.unique(factors_train[:, k]).size for k in range(factors_train.shape[1])])
 
     def importance_matrix(picks=None):
         columns = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.metrics import _bootstrap, _info
+from harness.metrics._parallel import parallel_map
 from harness.metrics._validation import check_codes, check_factors, check_fraction, check_positive_int
 
 
@@ -54,7 +55,7 @@ def _irs_score(codes: np.ndarray, multiplicity: np.ndarray, orders: list[np.ndar
     return float(np.average(irs_matrix.max(axis=1), weights=max_deviation[usable]))
 
 
-def irs(codes, factors, *, diff_quantile: float = 0.99, num_bins: int = 20,
+def irs(codes, factors, *, diff_quantile: float = 0.99, num_bins: int = 20, n_jobs: int | None = None,
         n_bootstrap: int = _bootstrap.DEFAULT_N_BOOTSTRAP, seed: int = 0) -> dict:
     """Interventional Robustness Score (IRS).
 
@@ -68,7 +69,7 @@ def irs(codes, factors, *, diff_quantile: float = 0.99, num_bins: int = 20,
     Returns ``{"irs", "num_active_dims", "irs_ci95"}``: ``num_active_dims`` is the *count* of code
     dimensions with non-zero variance (disentanglement_lib sums their values instead). A code with
     no active dimension scores 0. The interval resamples samples (rows), with the factor bins and
-    the active dimensions fixed from the full sample.
+    the active dimensions fixed from the full sample; ``n_jobs`` threads share its replicates.
     """
     codes = check_codes(codes, "codes")
     factors = check_factors(factors, "factors", num_samples=len(codes))
@@ -90,7 +91,7 @@ def irs(codes, factors, *, diff_quantile: float = 0.99, num_bins: int = 20,
     replicates = []
     if n_bootstrap:
         weights = _bootstrap.bootstrap_weights(len(codes), n_bootstrap, _bootstrap.ci_rng(seed)).astype(np.int64)
-        replicates = [_irs_score(codes, w, orders, binned, diff_quantile) for w in weights]
+        replicates = parallel_map(_irs_score, [(codes, w, orders, binned, diff_quantile) for w in weights], n_jobs)
     result = _bootstrap.add_interval({}, "irs", estimate, replicates, n_bootstrap)
     result["num_active_dims"] = out["num_active_dims"]
     return result

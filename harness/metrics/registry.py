@@ -241,7 +241,7 @@ register(MetricSpec(
     name="irs", keys=("irs", "num_active_dims"), headline=("irs",), presets=("challenge", "dlib", "full"),
     citation="Suter, Miladinovic, Schoelkopf and Bauer, 2019. Robustly Disentangled Causal Mechanisms: "
              "Validating Deep Representations for Interventional Robustness. ICML.",
-    default_params={"num_train": 10000, "diff_quantile": 0.99, "num_bins": 20, **_CI},
+    default_params={"num_train": 10000, "diff_quantile": 0.99, "num_bins": 20, "n_jobs": -1, **_CI},
     sample_fn=_sample_uniform("irs"), score_fn=_score_train_only(_irs)))
 register(MetricSpec(
     name="modularity_explicitness",
