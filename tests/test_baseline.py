@@ -84,6 +84,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         assert torch.equal(a[key], b[key]), key
     steps = list(read_log(resumed.log)["step"])  # rows after the resume point were not duplicated
     assert steps == sorted(set(steps)) and steps[-1] == 30
+    again = _quick("beta_vae", tmp_path / "resumed", steps=30, checkpoint_every=10)  # nothing left to train
+    assert again.step == 30 and again.last_terms["loss"] == pytest.approx(read_log(resumed.log)["loss"][-1], rel=1e-5)
 
 
 def test_checkpoint_is_safetensors_and_never_a_pickle(trained):

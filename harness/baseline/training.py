@@ -169,6 +169,9 @@ def train(model: str = "beta_vae", dataset: str = "dsprites", *, out, steps: int
         log_path.unlink()
 
     last_terms = _loop(run, config, data, device_, checkpoint_path, log_path, progress)
+    if not last_terms and log_path.exists():  # resumed at the requested step: report the last logged row
+        log = read_log(log_path)
+        last_terms = {k: float(v[-1]) for k, v in log.items() if k not in ("step", "elapsed_s") and len(v)}
 
     plot_path = plot_losses(log_path, out / PLOT_NAME) if log_path.exists() else None
     submission = None
