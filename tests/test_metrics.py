@@ -302,6 +302,22 @@ def test_factor_vae_counts_active_dims_truly():
     assert out["eval_accuracy"] > 0.9
 
 
+def test_factor_vae_per_factor_accuracy_shows_the_factor_without_a_code():
+    dataset = datasets.load("dummy")
+
+    def two_bands(images):  # codes for factors 0 and 1 only
+        return dummy_encoder(images)[:, :2]
+
+    out = metrics.factor_vae(dataset, two_bands, seed=0, num_train=300, num_eval=200,
+                             num_variance_estimate=300, batch_size=16, n_bootstrap=0)
+    per_factor = out["eval_accuracy_per_factor"]
+    assert len(per_factor) == 3 and per_factor[0] > 0.9 and per_factor[1] > 0.9 and per_factor[2] == 0.0
+    labels = metrics.get("factor_vae").sample(dataset, seed=0, num_train=300, num_eval=200,
+                                              num_variance_estimate=300, batch_size=16).structure["labels"][300:]
+    counts = np.bincount(labels, minlength=3)
+    assert np.isclose(np.dot(per_factor, counts) / counts.sum(), out["eval_accuracy"])
+
+
 def test_stochastic_dataset_request_renders_the_same_in_chunks():
     dataset = datasets.load("noisy_dsprites")
     request = metrics.get("mig").sample(dataset, seed=0, num_train=24)

@@ -82,6 +82,10 @@ def test_report_is_valid_self_contained_html_whose_images_decode(scored):
     assert "tiny &lt;b&gt;" in page  # names are escaped
     for name in headline:
         assert f"<td>{name}</td>" in page
+    # the FactorVAE per-factor accuracies are named by factor, not printed as a raw list
+    per_factor = results["evaluations"][0]["metrics"]["factor_vae"]["eval_accuracy_per_factor"]
+    first = results["evaluations"][0]["dataset"]["factor_names"][0]
+    assert f"{first} {per_factor[0]:.3f}" in page and str(per_factor) not in page
 
 
 def test_failed_report_shows_the_failure(scored):

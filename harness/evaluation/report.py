@@ -207,13 +207,18 @@ def _headline_rows(evaluation: dict, headline: dict) -> list[str]:
 
 
 def _all_rows(evaluation: dict) -> list[str]:
+    factor_names = evaluation["dataset"]["factor_names"]
     rows = []
     for name, values in evaluation["metrics"].items():
         for key, value in values.items():
             if key.endswith("_ci95"):
                 continue
+            if key.endswith("_per_factor") and isinstance(value, list):  # one value per factor, named
+                shown = " &middot; ".join(f"{html.escape(str(n))} {_fmt(v)}" for n, v in zip(factor_names, value))
+            else:
+                shown = _fmt(value)
             rows.append(f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(key)}</code></td>"
-                        f"<td class=num>{_fmt(value)}</td><td class=num>{_interval(values.get(key + '_ci95'))}</td></tr>")
+                        f"<td class=num>{shown}</td><td class=num>{_interval(values.get(key + '_ci95'))}</td></tr>")
     return rows
 
 

@@ -154,12 +154,14 @@ def score_factor_vae(request: ObservationRequest, codes, *, seed: int = 0, prune
     num_var, batch, num_train = s["num_variance_estimate"], s["batch_size"], s["num_train"]
     global_variance = codes[:num_var].var(axis=0, ddof=1)
     active = np.sqrt(global_variance) >= prune_threshold
+    labels = np.asarray(s["labels"])
     if not active.any():
         out = {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
         if n_bootstrap:
             out["eval_accuracy_ci95"] = [0.0, 0.0]
+        out["eval_accuracy_per_factor"] = _per_factor(np.zeros(len(labels) - num_train, bool),
+                                                      labels[num_train:], s["num_factors"])
         return out
-    labels = np.asarray(s["labels"])
     votes_codes = codes[num_var:].reshape(len(labels), batch, codes.shape[1])[:, :, active]
     local_variance = votes_codes.var(axis=1, ddof=1)
     chosen = np.argmin(local_variance / global_variance[active], axis=1)  # index among active dims
@@ -172,7 +174,13 @@ def score_factor_vae(request: ObservationRequest, codes, *, seed: int = 0, prune
     out = {"train_accuracy": float(correct_train.mean())}
     _with_vote_interval(out, "eval_accuracy", correct_eval, n_bootstrap, seed)
     out["num_active_dims"] = num_active
+    out["eval_accuracy_per_factor"] = _per_factor(correct_eval, labels[num_train:], s["num_factors"])
     return out
+
+
+def _per_factor(correct: np.ndarray, labels: np.ndarray, num_factors: int) -> list:
+    """Accuracy of the votes that fixed each factor (None where no eval vote fixed it)."""
+    return [float(correct[labels == k].mean()) if (labels == k).any() else None for k in range(num_factors)]
 
 
 def factor_vae(dataset, encode, *, seed: int, batch_size: int = 64, num_train: int = 10000,
@@ -187,9 +195,11 @@ def factor_vae(dataset, encode, *, seed: int, batch_size: int = 64, num_train: i
     dimension with the smallest scaled variance votes for k. A majority-vote classifier (dimension
     -> factor) from ``num_train`` votes is scored on ``num_eval`` fresh votes.
 
-    Returns ``{"train_accuracy", "eval_accuracy", "eval_accuracy_ci95", "num_active_dims"}``;
-    ``num_active_dims`` is the true count (disentanglement_lib reports every dimension). The
-    interval resamples eval votes with the classifier fixed.
+    Returns ``{"train_accuracy", "eval_accuracy", "eval_accuracy_ci95", "num_active_dims",
+    "eval_accuracy_per_factor"}``; ``num_active_dims`` is the true count (disentanglement_lib
+    reports every dimension). The interval resamples eval votes with the classifier fixed.
+    ``eval_accuracy_per_factor`` (one entry per factor, None where no eval vote fixed it) shows
+    which factors have no code of their own: their votes miss.
     """
     request = sample_factor_vae(dataset, seed=seed, batch_size=batch_size, num_train=num_train,
                                 num_eval=num_eval, num_variance_estimate=num_variance_estimate)
