@@ -214,11 +214,12 @@ def _all_rows(evaluation: dict) -> list[str]:
             if key.endswith("_ci95"):
                 continue
             if key.endswith("_per_factor") and isinstance(value, list):  # one value per factor, named
-                shown = " &middot; ".join(f"{html.escape(str(n))} {_fmt(v)}" for n, v in zip(factor_names, value))
+                shown = "<td>" + " &middot; ".join(f"{html.escape(str(n))} {_fmt(v)}"
+                                                   for n, v in zip(factor_names, value)) + "</td>"
             else:
-                shown = _fmt(value)
+                shown = f"<td class=num>{_fmt(value)}</td>"
             rows.append(f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(key)}</code></td>"
-                        f"<td class=num>{shown}</td><td class=num>{_interval(values.get(key + '_ci95'))}</td></tr>")
+                        f"{shown}<td class=num>{_interval(values.get(key + '_ci95'))}</td></tr>")
     return rows
 
 
