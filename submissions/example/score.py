@@ -89,10 +89,17 @@ def main():
             results[label][f"{name}.{key}"] = float(scored[key])
             if f"{key}_ci95" in scored:
                 results[label][f"{name}.{key}_ci95"] = [float(v) for v in scored[f"{key}_ci95"]]
+            if f"{key}_per_factor" in scored:  # FactorVAE: which factors' votes miss
+                results[label][f"{name}.{key}_per_factor"] = dict(zip(dataset.factor_names,
+                                                                      scored[f"{key}_per_factor"]))
         timing[name] = round(time.perf_counter() - t0, 1)
     print(f"| encoder | FactorVAE eval_accuracy | MIG |\n|---|---|---|")
     for label, row in results.items():
         print(f"| {label} | {row['factor_vae.eval_accuracy']:.3f} | {row['mig.discrete_mig']:.3f} |")
+    for label, row in results.items():
+        per_factor = row.get("factor_vae.eval_accuracy_per_factor", {})
+        print(f"FactorVAE votes right, by fixed factor, {label}:",
+              ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in per_factor.items()))
     print("seconds per metric (both encoders):", timing)
     if not args.no_write:
         record = {"dataset": "dsprites (procedural)", "seed": 0, "metrics": METRICS, "results": results,
