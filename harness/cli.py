@@ -286,6 +286,8 @@ def _parse_params(pairs) -> dict:
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Override a model hyperparameter, e.g. gamma=20, c_max=25, lambda_od=10 (repeat).")
 @click.option("--latent-dim", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--init", "weight_init", type=click.Choice(["glorot", "torch"]), default="glorot", show_default=True,
+              help="Layer init: glorot (disentanglement_lib's) or torch (PyTorch's default).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds data order, init and sampling noise.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's choice).")
@@ -296,7 +298,7 @@ def _parse_params(pairs) -> dict:
 @click.option("--name", default=None, help="Submission name (default MODEL-DATASET).")
 @click.option("--no-resume", is_flag=True, help="Start over even if --out holds a checkpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train_command(model, dataset, out, steps, batch_size, lr, beta, params, latent_dim, seed, device, threads,
+def train_command(model, dataset, out, steps, batch_size, lr, beta, params, latent_dim, weight_init, seed, device, threads,
                   checkpoint_every, export_format, with_logvar, name, no_resume, no_progress):
     """Train a reference beta-VAE-family model and export it as a submission.
 
@@ -309,7 +311,7 @@ def train_command(model, dataset, out, steps, batch_size, lr, beta, params, late
         overrides["beta"] = beta
     try:
         result = train(model, dataset, out=out, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                       latent_dim=latent_dim, params=overrides, device=device, threads=threads,
+                       latent_dim=latent_dim, weight_init=weight_init, params=overrides, device=device, threads=threads,
                        checkpoint_every=checkpoint_every, resume=not no_resume, progress=not no_progress,
                        export_format=None if export_format == "none" else export_format,
                        with_logvar=with_logvar, name=name)

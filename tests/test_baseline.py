@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from harness.baseline import MODELS, export_checkpoint, export_encoder, read_log, train
 from harness.baseline.checkpoint import read_checkpoint
 from harness.baseline.losses import dip_regularizer, total_correlation_mws
-from harness.baseline.models import ConvEncoder
+from harness.baseline.models import ConvEncoder, DeconvDecoder, init_weights
 from harness.cli import cli
 from harness.errors import InputError
 
@@ -102,6 +102,40 @@ def test_resume_refuses_a_different_run(trained):
     with pytest.raises(InputError, match="different run"):
         train("beta_vae", "dummy", out=trained.out, steps=80, batch_size=16, lr=5e-4, threads=1,
               progress=False, export_format=None)
+
+
+def test_glorot_init_is_disentanglement_libs_and_torch_init_is_left_alone():
+    torch.manual_seed(0)
+    decoder = init_weights(DeconvDecoder(1, 16, 16, 4), "glorot")
+    for layer in decoder.modules():
+        if isinstance(layer, (torch.nn.Linear, torch.nn.ConvTranspose2d)):
+            w = layer.weight.detach()
+            receptive = w[0, 0].numel() if w.dim() == 4 else 1
+            bound = (6.0 / ((w.shape[0] + w.shape[1]) * receptive)) ** 0.5  # Glorot-uniform limit
+            assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.9 * bound
+            assert not layer.bias.any()
+    encoder = ConvEncoder(1, 16, 16, 4)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    init_weights(encoder, "torch")
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    with pytest.raises(InputError, match="unknown weight init"):
+        init_weights(encoder, "he")
+
+
+def test_a_checkpoint_from_before_the_init_choice_resumes_as_torch_init(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    run = _quick("beta_vae", tmp_path, steps=20, checkpoint_every=10, weight_init="torch")
+    with safe_open(str(run.checkpoint), "pt") as handle:  # strip the key, as an older harness wrote it
+        header = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    meta = json.loads(header["meta"])
+    del meta["config"]["weight_init"]
+    save_file(tensors, str(run.checkpoint), metadata={**header, "meta": json.dumps(meta)})
+    with pytest.raises(InputError, match="weight_init: checkpoint 'torch' vs now 'glorot'"):
+        _quick("beta_vae", tmp_path, steps=30, checkpoint_every=10)
+    assert _quick("beta_vae", tmp_path, steps=30, checkpoint_every=10, weight_init="torch").step == 30
 
 
 def test_interrupt_checkpoints_and_the_same_command_resumes(tmp_path):

@@ -144,7 +144,8 @@ def export_checkpoint(checkpoint, out, *, format: str = "onnx", with_logvar: boo
                     f"for {meta['step']} steps (batch {config['batch_size']}, lr {config['lr']}, seed {config['seed']})",
         extra={"trained_with": "harness.baseline", "harness": meta.get("harness"), "model": config["model"],
                "params": config["params"], "dataset": config["dataset"], "steps": meta["step"],
-               "batch_size": config["batch_size"], "lr": config["lr"], "seed": config["seed"]})
+               "batch_size": config["batch_size"], "lr": config["lr"], "seed": config["seed"],
+               "weight_init": config.get("weight_init", "torch")})
 
 
 def _export_onnx(wrapper, probe, path, output_names):

@@ -91,6 +91,26 @@ class Discriminator(nn.Module):
         return self.net(z)
 
 
+WEIGHT_INITS = ("glorot", "torch")
+
+
+def init_weights(module: nn.Module, scheme: str = "glorot") -> nn.Module:
+    """Re-initialise every linear and (transposed) convolution layer of ``module`` in place.
+
+    ``glorot`` is disentanglement_lib's: its ``tf.layers`` default to Glorot-uniform kernels and zero
+    biases. ``torch`` keeps PyTorch's default (Kaiming-uniform with a = sqrt(5), uniform biases), which
+    for this architecture starts the codes about a thousand times smaller (std ~ 1e-3).
+    """
+    if scheme not in WEIGHT_INITS:
+        raise InputError(f"unknown weight init {scheme!r}; choose one of {', '.join(WEIGHT_INITS)}")
+    if scheme == "glorot":
+        for layer in module.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+    return module
+
+
 class MeanEncoder(nn.Module):
     """Wraps a Gaussian encoder for export: returns the mean only, or ``(mean, logvar)``.
 

@@ -28,7 +28,7 @@ from harness import datasets
 from harness.baseline import checkpoint as ckpt
 from harness.baseline.data import BatchStream, loader, to_tensor
 from harness.baseline.losses import MODELS, discriminator_loss, resolve_params, vae_loss
-from harness.baseline.models import ConvEncoder, DeconvDecoder, Discriminator
+from harness.baseline.models import WEIGHT_INITS, ConvEncoder, DeconvDecoder, Discriminator, init_weights
 from harness.errors import InputError
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -37,7 +37,10 @@ PLOT_NAME = "loss_curve.png"
 SUMMARY_NAME = "training.json"
 
 # Config keys that must match for a resume; steps, checkpoint_every and log_every may change.
-_RESUME_KEYS = ("model", "dataset", "dataset_options", "batch_size", "lr", "seed", "latent_dim", "params")
+_RESUME_KEYS = ("model", "dataset", "dataset_options", "batch_size", "lr", "seed", "latent_dim", "params",
+                "weight_init")
+# Checkpoints written before weight_init was a choice used PyTorch's default.
+_LEGACY_DEFAULTS = {"weight_init": "torch"}
 
 
 @dataclass
@@ -49,6 +52,7 @@ class TrainConfig:
     lr: float = 1e-4
     seed: int = 0
     latent_dim: int = 10
+    weight_init: str = "glorot"
     params: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)
     checkpoint_every: int = 1000
@@ -88,6 +92,9 @@ class _Run:
         torch.manual_seed(config.seed)
         self.encoder = ConvEncoder(channels, height, width, config.latent_dim).to(device)
         self.decoder = DeconvDecoder(channels, height, width, config.latent_dim).to(device)
+        # After both modules exist, so that "torch" draws exactly what it did before it was a choice.
+        init_weights(self.encoder, config.weight_init)
+        init_weights(self.decoder, config.weight_init)
         vae_params = list(self.encoder.parameters()) + list(self.decoder.parameters())
         self.modules = {"encoder": self.encoder, "decoder": self.decoder}
         # DL study: Adam(lr, beta1 0.9, beta2 0.999, eps 1e-8) for the VAE.
@@ -95,7 +102,7 @@ class _Run:
         self.discriminator = None
         if MODELS[config.model].needs_discriminator:
             p = config.params
-            self.discriminator = Discriminator(config.latent_dim).to(device)
+            self.discriminator = init_weights(Discriminator(config.latent_dim), config.weight_init).to(device)
             self.modules["discriminator"] = self.discriminator
             self.optimizers["discriminator"] = torch.optim.Adam(
                 self.discriminator.parameters(), lr=p["disc_lr"], betas=(p["disc_beta1"], p["disc_beta2"]), eps=1e-8)
@@ -126,7 +133,7 @@ class _Run:
 
 
 def train(model: str = "beta_vae", dataset: str = "dsprites", *, out, steps: int = 10000, batch_size: int = 64,
-          lr: float = 1e-4, seed: int = 0, latent_dim: int = 10, params: dict | None = None,
+          lr: float = 1e-4, seed: int = 0, latent_dim: int = 10, weight_init: str = "glorot", params: dict | None = None,
           dataset_options: dict | None = None, device: str = "auto", threads: int | None = None,
           checkpoint_every: int = 1000, log_every: int = 50, resume: bool = True, progress: bool = True,
           export_format: str | None = "onnx", with_logvar: bool = False, name: str | None = None) -> TrainResult:
@@ -140,6 +147,8 @@ def train(model: str = "beta_vae", dataset: str = "dsprites", *, out, steps: int
         ``training.json`` and the exported submission (``submission.json`` + model file).
     steps : total optimisation steps (a resumed run continues up to this number).
     params : model hyperparameters overriding the study defaults (``losses.MODELS[model].defaults``).
+    weight_init : ``glorot`` (disentanglement_lib's: Glorot-uniform kernels, zero biases) or ``torch``
+        (PyTorch's default layer init; the example submission was trained with it).
     threads : ``torch.set_num_threads`` for the run (None leaves torch's default).
     resume : continue from ``out/checkpoint.safetensors`` when it exists (its config must match).
     export_format : ``onnx``, ``torchscript``, ``torch_export`` or None (no export).
@@ -148,8 +157,10 @@ def train(model: str = "beta_vae", dataset: str = "dsprites", *, out, steps: int
     """
     if steps < 1 or batch_size < 2 or lr <= 0 or latent_dim < 1 or checkpoint_every < 1 or log_every < 1:
         raise InputError("steps, checkpoint_every and log_every must be >= 1, batch_size >= 2, lr > 0, latent_dim >= 1")
+    if weight_init not in WEIGHT_INITS:
+        raise InputError(f"unknown weight init {weight_init!r}; choose one of {', '.join(WEIGHT_INITS)}")
     config = TrainConfig(model=model, dataset=str(dataset), steps=int(steps), batch_size=int(batch_size),
-                         lr=float(lr), seed=int(seed), latent_dim=int(latent_dim),
+                         lr=float(lr), seed=int(seed), latent_dim=int(latent_dim), weight_init=str(weight_init),
                          params=resolve_params(model, params), dataset_options=dict(dataset_options or {}),
                          checkpoint_every=int(checkpoint_every), log_every=int(log_every))
     if threads:
@@ -272,6 +283,7 @@ def _train_step(run: _Run, config: TrainConfig, x: torch.Tensor, dataset_size: i
 
 
 def _check_resumable(saved: dict, wanted: dict, path: Path) -> None:
+    saved = {**_LEGACY_DEFAULTS, **saved}
     differing = [k for k in _RESUME_KEYS if saved.get(k) != wanted.get(k)]
     if differing:
         detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {wanted.get(k)!r}" for k in differing)
