@@ -94,6 +94,11 @@ class Discriminator(nn.Module):
 WEIGHT_INITS = ("glorot", "torch")
 
 
+def check_weight_init(scheme: str) -> None:
+    if scheme not in WEIGHT_INITS:
+        raise InputError(f"unknown weight init {scheme!r}; choose one of {', '.join(WEIGHT_INITS)}")
+
+
 def init_weights(module: nn.Module, scheme: str = "glorot") -> nn.Module:
     """Re-initialise every linear and (transposed) convolution layer of ``module`` in place.
 
@@ -101,8 +106,7 @@ def init_weights(module: nn.Module, scheme: str = "glorot") -> nn.Module:
     biases. ``torch`` keeps PyTorch's default (Kaiming-uniform with a = sqrt(5), uniform biases), which
     for this architecture starts the codes about ten times smaller (std ~ 2e-3 against 2e-2).
     """
-    if scheme not in WEIGHT_INITS:
-        raise InputError(f"unknown weight init {scheme!r}; choose one of {', '.join(WEIGHT_INITS)}")
+    check_weight_init(scheme)
     if scheme == "glorot":
         for layer in module.modules():
             if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):

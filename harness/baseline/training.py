@@ -28,7 +28,7 @@ from harness import datasets
 from harness.baseline import checkpoint as ckpt
 from harness.baseline.data import BatchStream, loader, to_tensor
 from harness.baseline.losses import MODELS, discriminator_loss, resolve_params, vae_loss
-from harness.baseline.models import WEIGHT_INITS, ConvEncoder, DeconvDecoder, Discriminator, init_weights
+from harness.baseline.models import ConvEncoder, DeconvDecoder, Discriminator, check_weight_init, init_weights
 from harness.errors import InputError
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -157,8 +157,7 @@ def train(model: str = "beta_vae", dataset: str = "dsprites", *, out, steps: int
     """
     if steps < 1 or batch_size < 2 or lr <= 0 or latent_dim < 1 or checkpoint_every < 1 or log_every < 1:
         raise InputError("steps, checkpoint_every and log_every must be >= 1, batch_size >= 2, lr > 0, latent_dim >= 1")
-    if weight_init not in WEIGHT_INITS:
-        raise InputError(f"unknown weight init {weight_init!r}; choose one of {', '.join(WEIGHT_INITS)}")
+    check_weight_init(weight_init)  # before the run folder is created
     config = TrainConfig(model=model, dataset=str(dataset), steps=int(steps), batch_size=int(batch_size),
                          lr=float(lr), seed=int(seed), latent_dim=int(latent_dim), weight_init=str(weight_init),
                          params=resolve_params(model, params), dataset_options=dict(dataset_options or {}),
