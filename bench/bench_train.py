@@ -1,9 +1,12 @@
 """Training and export speed of the baseline kit.
 
     python bench/bench_train.py [--steps 40] [--threads 1 2] [--dataset dsprites] [--models beta_vae factor_vae]
+                                [--glibc-malloc-defaults]
 
 Prints, per model and thread count: training steps per second at batch 64 on the dataset (data
-rendering included, after 5 warm-up steps); then, for each submission format, the seconds to
+rendering included, after 5 warm-up steps) and minor page faults per step; ``--glibc-malloc-defaults``
+measures the same without ``training.keep_freed_memory`` (run it as its own process: the
+setting is process-wide and stays once made). Then, for each submission format, the seconds to
 export a trained checkpoint and verify it (PyTorch match + ``harness validate`` in the sandbox).
 On a machine with CUDA it also times the GPU. Figures depend on the load from other processes:
 say what else was running when you quote them.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import tempfile
 import time
 
@@ -28,11 +32,13 @@ def steps_per_second(model, dataset, steps, threads, device, batch_size):
         warm = train(model, dataset, out=tmp, steps=5, batch_size=batch_size, device=device, progress=False,
                      export_format=None, checkpoint_every=10_000)
         t0, c0 = time.perf_counter(), time.process_time()
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         done = train(model, dataset, out=tmp, steps=5 + steps, batch_size=batch_size, device=device,
                      progress=False, export_format=None, checkpoint_every=10_000)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
     assert warm.step == 5 and done.step == 5 + steps
-    return steps / wall, cpu / wall
+    return steps / wall, cpu / wall, faults / steps
 
 
 def main():
@@ -44,17 +50,24 @@ def main():
     parser.add_argument("--models", nargs="+", default=["beta_vae", "annealed_vae", "factor_vae", "dip_vae_i",
                                                         "dip_vae_ii", "beta_tcvae"])
     parser.add_argument("--formats", nargs="+", default=["onnx", "torchscript", "torch_export"])
+    parser.add_argument("--glibc-malloc-defaults", action="store_true",
+                        help="leave glibc's malloc thresholds alone (the comparison for keep_freed_memory)")
     args = parser.parse_args()
+    if args.glibc_malloc_defaults:
+        import harness.baseline.training as training
+
+        training.keep_freed_memory = lambda: False
     load = os.getloadavg()
     print(f"# harness baseline bench: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {load[0]:.1f} at start, torch {torch.__version__}")
-    print(f"## training: {args.dataset}, batch {args.batch_size}, {args.steps} timed steps after 5 warm-up")
-    print("| model | device | threads | steps/s | CPU use (cores) |\n|---|---|---|---|---|")
+    malloc = "glibc defaults" if args.glibc_malloc_defaults else "keep_freed_memory"
+    print(f"## training: {args.dataset}, batch {args.batch_size}, {args.steps} timed steps after 5 warm-up, malloc: {malloc}")
+    print("| model | device | threads | steps/s | CPU use (cores) | minor faults/step |\n|---|---|---|---|---|---|")
     devices = [("cpu", t) for t in args.threads] + ([("cuda", 1)] if torch.cuda.is_available() else [])
     for model in args.models:
         for device, threads in devices:
-            rate, cores = steps_per_second(model, args.dataset, args.steps, threads, device, args.batch_size)
-            print(f"| {model} | {device} | {threads} | {rate:.2f} | {cores:.2f} |", flush=True)
+            rate, cores, faults = steps_per_second(model, args.dataset, args.steps, threads, device, args.batch_size)
+            print(f"| {model} | {device} | {threads} | {rate:.2f} | {cores:.2f} | {faults:.0f} |", flush=True)
 
     from harness.baseline import export_checkpoint, train
 

@@ -12,6 +12,8 @@ Everything random comes from the seed: the data stream (numpy ``PCG64(seed)``), 
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import json
 import platform
 import signal
@@ -70,6 +72,23 @@ class TrainResult:
     train_seconds: float
     cpu_seconds: float
     last_terms: dict
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc handing freed tensor buffers back to the kernel between steps; True if applied.
+
+    By default glibc serves the multi-MB activation buffers of a step with fresh mmaps (or heap it
+    trims) and gives them back on free, so every step page-faults them in again: at batch 64 on
+    2 threads about 13,000 minor faults per step and a sixth of the time in the kernel. Buffers up to
+    32 MiB (the largest mmap threshold glibc accepts everywhere) now come from the heap, and up to
+    1 GiB of freed heap is kept for reuse. Process-wide; a no-op where the C library is not glibc.
+    """
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -164,6 +183,7 @@ def train(model: str = "beta_vae", dataset: str = "dsprites", *, out, steps: int
                          checkpoint_every=int(checkpoint_every), log_every=int(log_every))
     if threads:
         torch.set_num_threads(int(threads))
+    keep_freed_memory()
     device_ = resolve_device(device)
     data = datasets.load(config.dataset, **config.dataset_options)
     out = Path(out)
