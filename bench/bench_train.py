@@ -5,7 +5,7 @@
 
 Prints, per model and thread count: training steps per second at batch 64 on the dataset (data
 rendering included, after 5 warm-up steps) and minor page faults per step; ``--glibc-malloc-defaults``
-measures the same without ``training.keep_freed_memory`` (run it as its own process: the
+measures the same without ``harness.allocator.keep_freed_memory`` (run it as its own process: the
 setting is process-wide and stays once made). Then, for each submission format, the seconds to
 export a trained checkpoint and verify it (PyTorch match + ``harness validate`` in the sandbox).
 On a machine with CUDA it also times the GPU. Figures depend on the load from other processes:

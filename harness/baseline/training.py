@@ -12,8 +12,6 @@ Everything random comes from the seed: the data stream (numpy ``PCG64(seed)``), 
 from __future__ import annotations
 
 import csv
-import ctypes
-import ctypes.util
 import json
 import platform
 import signal
@@ -27,6 +25,7 @@ import torch
 
 import harness
 from harness import datasets
+from harness.allocator import keep_freed_memory
 from harness.baseline import checkpoint as ckpt
 from harness.baseline.data import BatchStream, loader, to_tensor
 from harness.baseline.losses import MODELS, discriminator_loss, resolve_params, vae_loss
@@ -72,23 +71,6 @@ class TrainResult:
     train_seconds: float
     cpu_seconds: float
     last_terms: dict
-
-
-def keep_freed_memory() -> bool:
-    """Stop glibc handing freed tensor buffers back to the kernel between steps; True if applied.
-
-    By default glibc serves the multi-MB activation buffers of a step with fresh mmaps (or heap it
-    trims) and gives them back on free, so every step page-faults them in again: at batch 64 on
-    2 threads about 13,000 minor faults per step and a sixth of the time in the kernel. Buffers up to
-    32 MiB (the largest mmap threshold glibc accepts everywhere) now come from the heap, and up to
-    1 GiB of freed heap is kept for reuse. Process-wide; a no-op where the C library is not glibc.
-    """
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is None or not hasattr(libc, "mallopt"):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def resolve_device(device: str) -> torch.device:

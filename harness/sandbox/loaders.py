@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+from harness.allocator import keep_freed_memory
 from harness.errors import SubmissionFailure
 
 ONNX_ALLOWED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
@@ -189,6 +190,7 @@ def load_torch(path: str, *, fmt: str, threads: int, device: str, num_outputs: i
     import numpy as np
     import torch
 
+    keep_freed_memory()  # torch's batch buffers otherwise page-fault in on every call (harness.allocator)
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # only settable before the first parallel work
         torch.set_num_interop_threads(1)
