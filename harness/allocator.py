@@ -2,10 +2,9 @@
 
 By default glibc serves every allocation above a (dynamic) threshold with a fresh mmap and unmaps it
 on free, and trims the heap top; torch's CPU allocator goes through malloc, so the multi-MB activation
-buffers of each training step or encoded batch are faulted in page by page, every time. Measured here
-(bench/bench_train.py): about 13,000 minor faults per β-VAE step at batch 64, a sixth of a 2-core run
-spent in the kernel, and 20-25% fewer steps per second than with the buffers kept. onnxruntime has
-its own arena and is unaffected.
+buffers of each training step or encoded batch are faulted in page by page, every time: about 13,000
+minor faults per β-VAE step at batch 64 and a sixth of the CPU time in the kernel (bench/bench_train.py
+compares both settings). onnxruntime has its own arena and is unaffected.
 """
 
 from __future__ import annotations
