@@ -145,7 +145,7 @@ from harness.baseline import train
 import harness.baseline.training as training
 if sys.argv[1] == "glibc-default":
     training.keep_freed_memory = lambda: False
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 with tempfile.TemporaryDirectory() as tmp:
     kw = dict(batch_size=64, device="cpu", progress=False, export_format=None, checkpoint_every=1000)
     train("beta_vae", "dsprites", out=tmp, steps=3, **kw)
