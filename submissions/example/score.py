@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from harness import datasets, metrics
+from harness.allocator import keep_freed_memory
 from harness.baseline.models import ConvEncoder
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +61,7 @@ def main():
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # the in-process torch encoders would page-fault their batch buffers in every call
     dataset = datasets.load("dsprites")
     if args.checkpoint:
         from harness.baseline.checkpoint import module_state, read_checkpoint
