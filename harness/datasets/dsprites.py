@@ -4,8 +4,8 @@ dSprites (Matthey et al. 2017, https://github.com/deepmind/dsprites-dataset): 2D
 64x64 binary canvas with five factors, shape 3 (square, ellipse, heart), scale 6 (0.5..1),
 orientation 40 (0..2pi inclusive), posX 32 and posY 32 (0..1). The exact heart outline and pixel
 margins of the original were never published: this renderer matches the factor structure and the
-look (centred sprites, a 1-pixel margin at the extreme positions of the largest sprite), not the
-pixels of the original file. Load the original file with ``datasets.load("path/to/dsprites.npz")``.
+look (centred sprites, a 1-pixel margin at the extreme positions of the largest sprite, and the
+original's mean pixel value of 0.0425, 0.0420 here), not the pixels of the original file. Load the original file with ``datasets.load("path/to/dsprites.npz")``.
 
 The variants are those of Locatello et al. 2019 (disentanglement_lib), with a nuisance drawn per
 sample: ``color_dsprites`` tints the sprite, ``noisy_dsprites`` adds uniform noise to the
@@ -20,11 +20,12 @@ from harness.datasets.base import GridDataset, as_generator
 from harness.errors import InputError
 
 CANVAS = 64
-# Sprite centres step 4/3 px across 31 steps (41.3 px) and the largest sprite reaches R = 31/3 px
+# Sprite centres step 6/5 px across 31 steps (37.2 px) and the largest sprite reaches R = 62/5 px
 # from its centre, so the extreme positions leave one pixel of margin on each side.
-_STEP = 4.0 / 3.0
-_RADIUS = 31.0 / 3.0
-_PATCH = 22  # a sprite patch covers [centre - R, centre + R] whatever the sub-pixel phase
+_PHASES = 5  # sub-pixel phases of a sprite's corner: centre - R = 1 + 6/5 * position
+_STEP = 6.0 / _PHASES
+_RADIUS = 62.0 / _PHASES
+_PATCH = 26  # a sprite patch covers [centre - R, centre + R] whatever the sub-pixel phase
 _SUPERSAMPLE = 4  # per axis; a pixel is on when at least half of its samples are inside
 
 SHAPES = ("square", "ellipse", "heart")
@@ -80,29 +81,29 @@ class DSprites(GridDataset):
     montage_base = (2, 5, 0, 16, 16)  # a large upright heart in the middle
 
     def __init__(self):
-        n_sprites = 3 * 6 * 40 * 3 * 3
+        n_sprites = 3 * 6 * 40 * _PHASES * _PHASES
         self._sprites = np.zeros((n_sprites, _PATCH, _PATCH), dtype=np.uint8)
         self._rendered = np.zeros(n_sprites, dtype=bool)
 
     def _sprite_ids(self, factors):
         shape, scale, orient, px, py = factors.T
-        col = 3 + 4 * px  # 3 * (centre_x - R), an integer by construction
-        row = 3 + 4 * py
-        phase_x, phase_y = col % 3, row % 3
+        col = _PHASES + 6 * px  # _PHASES * (centre_x - R), an integer by construction
+        row = _PHASES + 6 * py
+        phase_x, phase_y = col % _PHASES, row % _PHASES
         orient = orient % 39  # orientation 39 is 2pi: render it as exactly 0
-        sid = (((shape * 6 + scale) * 40 + orient) * 3 + phase_y) * 3 + phase_x
-        return sid, row // 3, col // 3
+        sid = (((shape * 6 + scale) * 40 + orient) * _PHASES + phase_y) * _PHASES + phase_x
+        return sid, row // _PHASES, col // _PHASES
 
     def _render_sprites(self, sids: np.ndarray) -> None:
-        rest, phase_x = np.divmod(sids, 3)
-        rest, phase_y = np.divmod(rest, 3)
+        rest, phase_x = np.divmod(sids, _PHASES)
+        rest, phase_y = np.divmod(rest, _PHASES)
         rest, orient = np.divmod(rest, 40)
         shape, scale = np.divmod(rest, 6)
         s = _SUPERSAMPLE
         offsets = (np.arange(_PATCH * s) + 0.5) / s  # sample points inside the patch, in px
-        # the patch starts at floor(centre - R) = centre - R - frac, with frac = phase / 3
-        dx = offsets[None, :] - _RADIUS - phase_x[:, None] / 3.0
-        dy = offsets[None, :] - _RADIUS - phase_y[:, None] / 3.0
+        # the patch starts at floor(centre - R) = centre - R - frac, with frac = phase / _PHASES
+        dx = offsets[None, :] - _RADIUS - phase_x[:, None] / _PHASES
+        dy = offsets[None, :] - _RADIUS - phase_y[:, None] / _PHASES
         angle = 2 * np.pi * orient / 39.0
         radius = _RADIUS * SCALES[scale]
         cos = (np.cos(angle) / radius).astype(np.float32)[:, None, None]
