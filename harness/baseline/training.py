@@ -324,6 +324,7 @@ def plot_losses(log_path, png_path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
     log = read_log(log_path)
     terms = [k for k in log if k not in ("step", "elapsed_s")]
@@ -334,6 +335,8 @@ def plot_losses(log_path, png_path) -> Path:
         ax.plot(log["step"], log[term], lw=1.2)
         ax.set_title(term)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 120k, not 120000 running into its neighbour
         ax.grid(alpha=0.3)
         if len(log[term]) and (log[term] > 0).all() and log[term].max() / max(log[term].min(), 1e-12) > 5:
             ax.set_yscale("log")
