@@ -5,7 +5,8 @@ dSprites (Matthey et al. 2017, https://github.com/deepmind/dsprites-dataset): 2D
 orientation 40 (0..2pi inclusive), posX 32 and posY 32 (0..1). The exact heart outline and pixel
 margins of the original were never published: this renderer matches the factor structure and the
 look (centred sprites, a 1-pixel margin at the extreme positions of the largest sprite, and the
-original's mean pixel value of 0.0425, 0.0420 here), not the pixels of the original file. Load the original file with ``datasets.load("path/to/dsprites.npz")``.
+original's mean pixel value of 0.0425, 0.0420 here), not the pixels of the original file. Load
+the original file with ``datasets.load("path/to/dsprites.npz")``.
 
 The variants are those of Locatello et al. 2019 (disentanglement_lib), with a nuisance drawn per
 sample: ``color_dsprites`` tints the sprite, ``noisy_dsprites`` adds uniform noise to the
