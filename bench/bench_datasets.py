@@ -28,8 +28,9 @@ N_H5, SHAPE = 480_000, (64, 64, 3)
 
 
 def _cache_cover(ds) -> np.ndarray:
-    """Factor combinations touching every cached sprite / template once (hues and 3 positions suffice)."""
-    ranges = [range(1) if "hue" in n else range(min(s, 3)) if n.startswith("pos") else range(s)
+    """Factor combinations touching every cached sprite / template once: one hue, and five positions
+    per axis, which reach each of dSprites' five sub-pixel phases."""
+    ranges = [range(1) if "hue" in n else range(min(s, 5)) if n.startswith("pos") else range(s)
               for n, s in zip(ds.factor_names, ds.factor_sizes)]
     return np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, len(ranges))
 
