@@ -317,3 +317,105 @@ def zip_bomb(dest, *, megabytes=64, good_folder=None) -> str:
             for _ in range(megabytes):
                 fh.write(block)
     return str(dest)
+
+
+# --- containment: .pt2 JSON and ONNX local functions (tests/test_containment_models.py) -----------
+
+def torch_export_linear(folder, *, name="encoder.pt2") -> str:
+    """A .pt2 of a Linear encoder: its parameter names (lin.weight, lin.bias) reach the Python
+    that torch.fx generates when the program is turned back into a module."""
+    import torch
+
+    torch.manual_seed(0)
+
+    class Enc(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(SIDE * SIDE, LATENT)
+
+        def forward(self, x):
+            return self.lin(x.flatten(1))
+
+    _mk(folder)
+    ep = torch.export.export(Enc(), (torch.zeros(2, 1, SIDE, SIDE),),
+                             dynamic_shapes={"x": {0: torch.export.Dim("batch", max=1 << 20)}})
+    torch.export.save(ep, os.path.join(folder, name))
+    return write_manifest(folder, manifest(format="torch_export", model=name))
+
+
+def edit_pt2(src_folder, dest_folder, edit, *, name="encoder.pt2", extra=None) -> str:
+    """Copy a .pt2 submission, passing each JSON member through ``edit(rel, doc)`` (``rel`` without
+    the archive's top folder; return the new document) and adding ``extra`` {rel: bytes} members."""
+    _mk(dest_folder)
+    with zipfile.ZipFile(os.path.join(src_folder, name)) as zf:
+        entries = {i.filename: zf.read(i.filename) for i in zf.infolist()}
+    top = next(iter(entries)).split("/", 1)[0]
+    for n, data in entries.items():
+        if n.endswith(".json"):
+            entries[n] = json.dumps(edit(n[len(top) + 1:], json.loads(data))).encode()
+    for rel, data in (extra or {}).items():
+        entries[f"{top}/{rel}"] = data
+    with zipfile.ZipFile(os.path.join(dest_folder, name), "w") as zf:
+        for n, data in entries.items():
+            zf.writestr(n, data)
+    with open(os.path.join(src_folder, "submission.json")) as fh:
+        return write_manifest(dest_folder, fh.read())
+
+
+def rename_everywhere(doc, old: str, new: str):
+    """``doc`` with every dict key and string value equal to ``old`` replaced by ``new``: the
+    consistent rename of a parameter across a .pt2's JSON members."""
+    if isinstance(doc, dict):
+        return {(new if k == old else k): rename_everywhere(v, old, new) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [rename_everywhere(v, old, new) for v in doc]
+    return new if doc == old else doc
+
+
+def fx_codegen_payload(marker) -> str:
+    """A parameter name that torch.fx pastes into ``getattr(self, "<name>")``: creates ``marker``."""
+    return f'__class__"),exec("open({str(marker)!r},\'w\').close()"),getattr(self,"__class__'
+
+
+def onnx_local_function(folder, *, domain, name="Gelu", nested_domain=None, depth=0) -> str:
+    """The linear encoder with a model-local function ``(domain, name)`` applied to its codes; the
+    function's body is Identity, so a sandbox that runs the body reproduces expected_codes.
+
+    ``nested_domain``: the body instead holds an If whose then-branch calls ``nested_domain``'s
+    ``name`` op (a node hidden in a function's subgraph). ``depth``: the function's call is wrapped
+    in that many nested If subgraphs of the main graph."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    _mk(folder)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(domain, 1)]
+    if nested_domain is None:
+        body = [helper.make_node("Identity", ["X"], ["Y"])]
+    else:
+        opsets.append(helper.make_opsetid(nested_domain, 1))
+        then = helper.make_graph([helper.make_node(name, ["X"], ["T"], domain=nested_domain)], "then", [],
+                                 [helper.make_tensor_value_info("T", TensorProto.FLOAT, None)])
+        other = helper.make_graph([helper.make_node("Identity", ["X"], ["E"])], "else", [],
+                                  [helper.make_tensor_value_info("E", TensorProto.FLOAT, None)])
+        body = [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(True))),
+                helper.make_node("If", ["c"], ["Y"], then_branch=then, else_branch=other)]
+    fn = helper.make_function(domain, name, ["X"], ["Y"], body, opset_imports=opsets)
+    call = helper.make_node(name, ["z"], ["mean" if depth == 0 else "fz0"], domain=domain)
+    for level in range(depth):  # If(true) { previous } else { Identity }
+        inner = helper.make_graph([call], f"then{level}", [],
+                                  [helper.make_tensor_value_info(call.output[0], TensorProto.FLOAT, None)])
+        other = helper.make_graph([helper.make_node("Identity", ["z"], [f"e{level}"])], f"else{level}", [],
+                                  [helper.make_tensor_value_info(f"e{level}", TensorProto.FLOAT, None)])
+        call = helper.make_node("If", ["cond"], ["mean" if level == depth - 1 else f"fz{level + 1}"],
+                                then_branch=inner, else_branch=other)
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "W"], ["z"]),
+             call]
+    inits = [numpy_helper.from_array(projection(), "W")] + ([numpy_helper.from_array(np.array(True), "cond")]
+                                                            if depth else [])
+    graph = helper.make_graph(nodes, "enc", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                             ["N", 1, SIDE, SIDE])],
+                              [helper.make_tensor_value_info("mean", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=opsets, functions=[fn])
+    model.ir_version = 8
+    onnx.save(model, os.path.join(folder, "encoder.onnx"))
+    return write_manifest(folder, manifest())

@@ -14,6 +14,12 @@ from harness.allocator import keep_freed_memory
 from harness.errors import SubmissionFailure
 
 ONNX_ALLOWED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+# Domains whose operators onnxruntime implements itself (contrib ops, its internal layouts, ATen):
+# a model-local function declared in one of them is not run as written, the runtime's kernel of
+# that name runs instead. The domains onnxruntime registers schemas for are added at check time.
+ONNX_RESERVED_DOMAIN_PREFIXES = ("ai.onnx", "com.microsoft", "com.ms.", "org.pytorch")
+MAX_ONNX_SUBGRAPH_DEPTH = 64
+MAX_ONNX_NODES = 100_000
 
 
 def _fail(kind: str, message: str, detail: str | None = None) -> SubmissionFailure:
@@ -39,18 +45,78 @@ def is_memory_error(exc: BaseException) -> bool:
 
 # --- ONNX ---------------------------------------------------------------------------------------
 
-def _onnx_graph_nodes(graph):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.g is not None and attr.g.node:
-                yield from _onnx_graph_nodes(attr.g)
-            for g in attr.graphs:
-                yield from _onnx_graph_nodes(g)
+def _shown(text, limit: int = 60) -> str:
+    """A name from the model for a one-line message: control characters replaced, at most ``limit``."""
+    text = str(text)
+    return repr("".join(c if c.isprintable() else "?" for c in text[:limit]) + ("..." if len(text) > limit else ""))
+
+
+def _onnx_nodes(model):
+    """Every node: the main graph's, the local functions', and those of every subgraph (If/Loop/Scan
+    bodies) inside either. An explicit stack, bounded in depth and count: a file can nest subgraphs
+    as deep as protobuf allows and hold millions of nodes."""
+    stack = [(model.graph.node, 0)] + [(f.node, 0) for f in model.functions]
+    count = 0
+    while stack:
+        nodes, depth = stack.pop()
+        for node in nodes:
+            count += 1
+            if count > MAX_ONNX_NODES:
+                raise _fail("load_error", f"the model has more than {MAX_ONNX_NODES} nodes (subgraphs and "
+                            "functions included)")
+            yield node
+            for attr in node.attribute:
+                graphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+                if graphs and depth >= MAX_ONNX_SUBGRAPH_DEPTH:
+                    raise _fail("load_error", f"the model nests subgraphs (If/Loop/Scan bodies) more than "
+                                f"{MAX_ONNX_SUBGRAPH_DEPTH} deep")
+                stack.extend((g.node, depth + 1) for g in graphs)
+
+
+_RUNTIME_DOMAINS: set | None = None
+
+
+def _runtime_domains() -> set:
+    """The op domains onnxruntime has schemas for (its contrib and internal ones included)."""
+    global _RUNTIME_DOMAINS
+    if _RUNTIME_DOMAINS is None:
+        try:
+            from onnxruntime.capi import onnxruntime_pybind11_state as ort_c
+
+            _RUNTIME_DOMAINS = {s.domain.lower() for s in ort_c.get_all_operator_schema()}
+        except Exception:  # noqa: BLE001 - the prefixes above still hold
+            _RUNTIME_DOMAINS = set()
+    return _RUNTIME_DOMAINS
+
+
+def onnx_domain_is_reserved(domain: str) -> bool:
+    d = domain.strip().lower()
+    return d == "" or d.startswith(ONNX_RESERVED_DOMAIN_PREFIXES) or d in _runtime_domains()
+
+
+def _check_onnx_domains(model) -> None:
+    """Operators must be standard ONNX ones or calls of the model's own functions, and those functions
+    must live in a domain of their own: one named ("com.microsoft", "Gelu") would run onnxruntime's
+    contrib kernel, not its body."""
+    for f in model.functions:
+        if onnx_domain_is_reserved(f.domain):
+            raise _fail("load_error", f"the model defines a local function {_shown(f.name)} in the domain "
+                        f"{_shown(f.domain)}, which belongs to ONNX or onnxruntime (the runtime's own kernel would "
+                        "run instead of the function): give model-local functions a domain of your own, "
+                        "e.g. 'my.functions'")
+    local_functions = {(f.domain, f.name) for f in model.functions}
+    bad = sorted({n.domain for n in _onnx_nodes(model)
+                  if n.domain not in ONNX_ALLOWED_DOMAINS and (n.domain, n.op_type) not in local_functions})
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise _fail("load_error", f"the model uses operators from domain(s) {', '.join(map(_shown, bad[:3]))}{more}; "
+                    f"only the standard ONNX domains {', '.join(map(repr, ONNX_ALLOWED_DOMAINS))} (and the model's "
+                    "own functions) are allowed: export without custom or contrib ops")
 
 
 def check_onnx_model(path: str, root: str, channels: int, height: int, width: int) -> None:
-    """Refuse unknown op domains and external data outside the submission, before onnxruntime runs."""
+    """Refuse unknown op domains, local functions in runtime-owned domains and external data outside
+    the submission, before onnxruntime runs."""
     import onnx
     from onnx import external_data_helper
 
@@ -58,16 +124,7 @@ def check_onnx_model(path: str, root: str, channels: int, height: int, width: in
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:
         raise _fail("load_error", f"the model file is not a readable ONNX model: {exc}") from None
-    local_functions = {(f.domain, f.name) for f in model.functions}
-    nodes = list(_onnx_graph_nodes(model.graph))
-    for f in model.functions:
-        nodes.extend(f.node)
-    bad = sorted({n.domain for n in nodes
-                  if n.domain not in ONNX_ALLOWED_DOMAINS and (n.domain, n.op_type) not in local_functions})
-    if bad:
-        raise _fail("load_error", f"the model uses operators from domain(s) {', '.join(map(repr, bad))}; "
-                    f"only the standard ONNX domains {', '.join(map(repr, ONNX_ALLOWED_DOMAINS))} are "
-                    "allowed: export without custom or contrib ops")
+    _check_onnx_domains(model)
     real_root = os.path.realpath(root)
     base = os.path.dirname(os.path.abspath(path))
     for tensor in external_data_helper._get_all_tensors(model):
@@ -175,6 +232,291 @@ def _no_pickle_code():
         torch.load, pickle.loads = orig_load, orig_loads
 
 
+# --- torch.export: what must hold before program.module() generates and runs code -------------
+# The parent checks the .pt2's JSON before any runtime sees it (harness.submission.formats, which
+# documents each attack); the child checks what torch actually loaded, for a child started without
+# that check. The child has no harness.submission, so the lists are repeated here
+# (tests/test_containment_models.py keeps them equal to formats').
+
+PT2_OP_NAMESPACES = frozenset({"aten", "prims"})
+PT2_HIGHER_ORDER_OPS = frozenset({"cond", "while_loop", "while_loop_stack_output", "map_impl", "scan",
+                                  "associative_scan", "wrap_with_set_grad_enabled", "wrap_with_autocast",
+                                  "invoke_subgraph", "auto_functionalized", "auto_functionalized_v2",
+                                  "with_effects", "out_dtype", "flex_attention", "hints_wrapper"})
+PT2_PYTHON_OPS = frozenset({
+    "_operator.abs", "_operator.add", "_operator.and_", "_operator.eq", "_operator.floordiv", "_operator.ge",
+    "_operator.getitem", "_operator.gt", "_operator.le", "_operator.lshift", "_operator.lt", "_operator.mod",
+    "_operator.mul", "_operator.ne", "_operator.neg", "_operator.not_", "_operator.or_", "_operator.pos",
+    "_operator.pow", "_operator.rshift", "_operator.sub", "_operator.truediv", "math.trunc", "math.floor",
+    "math.ceil", "math.sqrt", "torch._sym_sqrt", "torch.sym_float", "torch.sym_int", "torch.sym_ite",
+    "torch.sym_max", "torch.sym_min", "torch.sym_not", "torch.sym_sum",
+    "torch.fx.experimental.symbolic_shapes.cast_symbool_to_symint_guardless"})
+PT2_SYMPY_CALLS = frozenset({
+    "Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", "Mod", "Max", "Min", "Abs", "Eq", "Ne",
+    "Lt", "Le", "Gt", "Ge", "Equality", "Unequality", "StrictLessThan", "StrictGreaterThan", "LessThan",
+    "GreaterThan", "And", "Or", "Not", "floor", "ceiling", "FloorDiv", "ModularIndexing", "Where", "PythonMod",
+    "CleanDiv", "CeilToInt", "FloorToInt", "CeilDiv", "LShift", "RShift", "PowByNatural", "FloatPow",
+    "FloatTrueDiv", "IntTrueDiv", "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt",
+    "RoundToInt", "RoundDecimal", "ToFloat", "Identity"})
+PT2_SYMPY_NAMES = frozenset({"oo", "zoo", "nan", "true", "false", "int_oo", "pi", "E"})
+PT2_GUARD_NAMES = frozenset({"L", "math", "abs", "min", "max", "int", "float", "round",
+                             "IsNonOverlappingAndDenseIndicator", "cast_symbool_to_symint_guardless"})
+PT2_GUARD_ATTRS = frozenset({"size", "stride", "storage_offset", "dim", "numel", "floor", "ceil", "trunc", "sqrt",
+                             "isnan", "isinf", "inf", "nan", "pi", "exp", "log", "log2"})
+MAX_PT2_EXPRESSION_CHARS = 4096
+
+
+def _is_identifier(text) -> bool:
+    return isinstance(text, str) and text.isascii() and text.isidentifier()
+
+
+def _is_dotted_name(text) -> bool:
+    """``layers.0.weight``: ASCII identifiers and indexes; fx pastes names into code unescaped."""
+    return isinstance(text, str) and all(p.isascii() and (p.isidentifier() or p.isdigit()) for p in text.split("."))
+
+
+def _expression_nodes(text: str):
+    """The AST nodes of ``text`` (one expression), breadth-first; None if it is no bounded expression."""
+    import ast
+
+    if not isinstance(text, str) or len(text) > MAX_PT2_EXPRESSION_CHARS:
+        return None
+    try:
+        return list(ast.walk(ast.parse(text, mode="eval")))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+def _sympy_text_ok(text: str) -> bool:
+    """What sympy.sympify may eval: sympy constructors of symbols and numbers (torch writes srepr)."""
+    import ast
+    import re
+
+    nodes = _expression_nodes(text)
+    if nodes is None:
+        return False
+    for node in nodes:
+        if isinstance(node, ast.Call):
+            ok = (isinstance(node.func, ast.Name) and node.func.id in PT2_SYMPY_CALLS
+                  and not any(isinstance(a, ast.Starred) for a in node.args)
+                  and all(k.arg and isinstance(k.value, ast.Constant) and isinstance(k.value.value, (bool, int))
+                          for k in node.keywords))
+        elif isinstance(node, ast.Name):
+            ok = (node.id in PT2_SYMPY_CALLS or node.id in PT2_SYMPY_NAMES
+                  or re.fullmatch(r"[a-z]{1,4}[0-9]+", node.id) is not None)
+        elif isinstance(node, ast.Constant):
+            v = node.value
+            ok = (_is_identifier(v) or re.fullmatch(r"[-+]?[0-9][0-9.eE+-]*", v) is not None) if isinstance(v, str) \
+                else v is None or isinstance(v, (bool, int, float))
+        else:
+            ok = isinstance(node, (ast.Expression, ast.keyword, ast.UnaryOp, ast.BinOp, ast.BoolOp, ast.Compare,
+                                   ast.Load, ast.operator, ast.unaryop, ast.boolop, ast.cmpop))
+        if not ok:
+            return False
+    return True
+
+
+def _guard_ok(text: str) -> bool:
+    """What program.module() may exec as a guard: comparisons of input sizes, ``L['x'].size()[0] >= 2``."""
+    import ast
+
+    nodes = _expression_nodes(text)
+    if nodes is None:
+        return False
+    for node in nodes:
+        if isinstance(node, ast.Name):
+            ok = node.id in PT2_GUARD_NAMES
+        elif isinstance(node, ast.Attribute):
+            ok = node.attr in PT2_GUARD_ATTRS
+        elif isinstance(node, ast.Call):
+            ok = not node.keywords and not any(isinstance(a, ast.Starred) for a in node.args)
+        elif isinstance(node, ast.Subscript):
+            ok = isinstance(node.slice, ast.Constant)
+        elif isinstance(node, ast.Constant):
+            v = node.value
+            ok = _is_identifier(v) if isinstance(v, str) else v is None or isinstance(v, (bool, int, float))
+        else:
+            ok = isinstance(node, (ast.Expression, ast.UnaryOp, ast.BinOp, ast.BoolOp, ast.Compare, ast.IfExp,
+                                   ast.Load, ast.operator, ast.unaryop, ast.boolop, ast.cmpop))
+        if not ok:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _no_code_from_the_file(refused: list):
+    """While loading a .pt2, refuse what would run code named by the file; each refusal's message
+    goes to ``refused`` (torch wraps the exceptions raised here into its own, or swallows them).
+
+    - sympy.sympify evals every ``expr_str``: only expressions of sizes (:func:`_sympy_text_ok`);
+    - pytree specs import the module a context names (``__enum__``, defaultdict factories);
+    - custom-object constants go through TorchScript's unpickler;
+    - an AOTInductor package (``data/aotinductor/``) is a shared library torch would load.
+    """
+    import types
+
+    import sympy
+    import torch
+    from torch.export.pt2_archive import _package
+    from torch.utils import _pytree
+
+    saved = (sympy.sympify, _pytree.importlib, torch._C._pickle_load_obj, _package._load_aoti)
+
+    def sympify(a, *args, **kwargs):
+        if isinstance(a, str) and not _sympy_text_ok(a):
+            return refuse(f"has a symbolic shape that is not a sympy expression of sizes: {_shown(a)}")
+        return saved[0](a, *args, **kwargs)
+
+    def refuse(message, *args, **kwargs):
+        refused.append(message)
+        raise ValueError("harness refuses to run code named by the model file")
+
+    sympy.sympify = sympify
+    _pytree.importlib = types.SimpleNamespace(metadata=saved[1].metadata, import_module=lambda name, *a: refuse(
+        f"names a Python module to import in an input/output spec: {_shown(name)}"))
+    torch._C._pickle_load_obj = lambda *a: refuse("holds a custom-object constant (a pickle); an encoder's constants "
+                                                  "must be tensors")
+    _package._load_aoti = lambda *a, **k: refuse("holds an AOTInductor package (compiled code), which is not accepted")
+    try:
+        yield
+    finally:
+        sympy.sympify, _pytree.importlib, torch._C._pickle_load_obj, _package._load_aoti = saved
+
+
+def _callable_problem(target) -> str | None:
+    """Node targets are called by the generated code: ATen/prims operators, a few higher-order
+    operators and the symbolic-shape helpers, each the very object torch names so."""
+    import math
+    import operator
+
+    import torch
+
+    if isinstance(target, torch._ops.OpOverload):
+        if target.namespace in PT2_OP_NAMESPACES:
+            return None
+        qual = f"torch.ops.{target.namespace}.{target.__name__}"
+    elif isinstance(target, torch._ops.HigherOrderOperator):
+        if target.name() in PT2_HIGHER_ORDER_OPS and getattr(torch.ops.higher_order, target.name(), None) is target:
+            return None
+        qual = f"torch.ops.higher_order.{target.name()}"
+    else:
+        qual = f"{getattr(target, '__module__', None)}.{getattr(target, '__name__', type(target).__name__)}"
+        if qual in PT2_PYTHON_OPS:
+            first, *rest = qual.split(".")
+            obj = {"_operator": operator, "math": math, "torch": torch}[first]
+            for name in rest:
+                obj = getattr(obj, name, None)
+            if obj is target:
+                return None
+    return (f"calls {_shown(qual)}, which is not an ATen operator; export a model built from torch operators "
+            "only (no custom ops, Python callables or compiled kernels)")
+
+
+def _node_problem(node, *, top: bool) -> str | None:
+    import torch
+    from torch.utils import _pytree as pytree
+
+    if node.op not in ("placeholder", "call_function", "get_attr", "output"):
+        return f"has a {_shown(node.op)} node; torch.export programs call functions only"
+    if not _is_identifier(node.name):
+        return f"has a node named {_shown(node.name)}, which is not a Python identifier"
+    if node.op == "get_attr" and not _is_dotted_name(node.target):
+        return f"reads the attribute {_shown(node.target)}, which is not a dotted Python identifier"
+    if node.op == "placeholder" and top and not isinstance(node.meta.get("val"), torch.Tensor):
+        return (f"takes a non-tensor input {_shown(node.name)}; export forward(x) with the image batch as its "
+                "only input")
+    if node.op != "call_function":
+        return None
+    bad = next((k for k in node.kwargs if not _is_identifier(k)), None)
+    if bad is not None:
+        return f"passes a keyword argument named {_shown(bad)}, which is not a Python identifier"
+    for leaf in [node.target] + [a for a in pytree.tree_leaves((node.args, node.kwargs))
+                                 if callable(a) and not isinstance(a, torch.fx.Node)]:
+        problem = _callable_problem(leaf)
+        if problem:
+            return problem
+    return None
+
+
+def _treespec_problem(spec) -> str | None:
+    import collections
+
+    stack = [spec]
+    while stack:
+        s = stack.pop()
+        if s is None or s.is_leaf():
+            continue
+        if s.type not in (tuple, list, dict, collections.OrderedDict):
+            return f"takes or returns a {_shown(getattr(s.type, '__name__', s.type))}; return a tensor, or a " \
+                   "tuple, list or dict of tensors"
+        if s.type in (dict, collections.OrderedDict) and not all(
+                _is_identifier(k) or (isinstance(k, int) and not isinstance(k, bool)) for k in s.context):
+            return "has input/output dict keys that are not identifiers"
+        stack.extend(s.children())
+    return None
+
+
+def pt2_program_problem(program) -> str | None:
+    """Why a loaded ExportedProgram must not reach ``program.module()``, or None.
+
+    module() generates Python from the program's names (``getattr(self, "<fqn>")``, argument names,
+    node names, keyword names), calls its node targets and execs its guards."""
+    import torch
+
+    sig = program.graph_signature
+    names = [*program.state_dict, *program.constants]
+    for spec in [*sig.input_specs, *sig.output_specs]:
+        names += [getattr(spec.arg, "name", "") or "", spec.target or ""]
+    arg_names: list = []
+    specs = [program.call_spec.in_spec, program.call_spec.out_spec]
+    for entry in program.module_call_graph:
+        names.append(entry.fqn)
+        if entry.signature is not None:
+            arg_names += entry.signature.forward_arg_names or []
+            specs += [entry.signature.in_spec, entry.signature.out_spec]
+    bad = next((n for n in names if n and not _is_dotted_name(n)), None)
+    if bad is not None:
+        return (f"has a name that is not a dotted Python identifier: {_shown(bad)}; rename the module's "
+                "parameters, buffers and submodules")
+    bad = next((n for n in arg_names if not _is_identifier(n)), None)
+    if bad is not None:
+        return f"has an argument name that is not a Python identifier: {_shown(bad)}"
+    for spec in specs:
+        problem = _treespec_problem(spec)
+        if problem:
+            return problem
+    for module in program.graph_module.modules():
+        if isinstance(module, torch.fx.GraphModule):
+            for node in module.graph.nodes:
+                problem = _node_problem(node, top=module is program.graph_module)
+                if problem:
+                    return problem
+    bad = next((g for g in getattr(program, "_guards_code", None) or [] if not _guard_ok(g)), None)
+    if bad is not None:
+        return f"has a shape guard that is not a comparison of input sizes: {_shown(bad)}"
+    return None
+
+
+def _load_exported_program(path: str):
+    """torch.export.load with pickles and code named by the file refused, then the program checked
+    before anything generates code from it; the checks' refusals are ``invalid_submission``."""
+    import torch
+
+    refused: list = []
+    try:
+        with _no_pickle_code(), _no_code_from_the_file(refused):
+            program = torch.export.load(path)
+    except Exception:
+        if not refused:
+            raise
+    if refused:
+        raise _fail("invalid_submission", f"the .pt2 {refused[0]}")
+    problem = pt2_program_problem(program)
+    if problem:
+        raise _fail("invalid_submission", f"the .pt2 {problem}")
+    return program
+
+
 def _torch_device(device: str, notes: list) -> str:
     import torch
 
@@ -201,9 +543,7 @@ def load_torch(path: str, *, fmt: str, threads: int, device: str, num_outputs: i
             module = torch.jit.load(path, map_location=dev)
             module.eval()
         else:
-            with _no_pickle_code():
-                program = torch.export.load(path)
-            module = program.module()
+            module = _load_exported_program(path).module()
             if dev != "cpu":
                 module = module.to(dev)
     except SubmissionFailure:

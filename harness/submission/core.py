@@ -457,6 +457,8 @@ def check_model_file(path: str, fmt: str, rel: str) -> None:
                 raise _invalid(f"model file {rel!r} is a pickled nn.Module saved with torch.save, "
                                f"not a torch.export program; {_NEVER_UNPICKLE}")
             raise _invalid(f"model file {rel!r} is a zip but not a torch.export .pt2 archive")
+        from harness.submission.formats import check_pt2  # its JSON reaches code torch generates and runs
+        check_pt2(path, rel)
 
 
 def _check_model(root: str, manifest: dict, files: list[str]) -> None:
