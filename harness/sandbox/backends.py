@@ -17,8 +17,9 @@ in ``BACKENDS``.
 
 from __future__ import annotations
 
-import itertools
+import fcntl
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -28,16 +29,75 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from harness.sandbox.cgroups import join_command
 from harness.sandbox.launcher import BOOTSTRAP
 from harness.submission.core import sweep_stale
 
-_uid_counter = itertools.count()
 UID_BASE = 1_600_000_000
+UID_RANGE = 1_000_000
+_uid_leases: dict[int, int] = {}  # uid -> descriptor of its lock file, held while the session lives
+
+
+def _uid_lock_dir() -> str:
+    for base in ("/run/lock", tempfile.gettempdir()):
+        d = os.path.join(base, "harness-uids")
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            return d
+        except OSError:
+            continue
+    raise OSError("no folder for sandbox uid locks (/run/lock or the temporary folder)")
+
+
+def _uid_in_use(uid: int) -> bool:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def sandbox_uid() -> int:
-    """A uid no other live session uses: RLIMIT_NPROC is per uid, and kill-by-uid must be exact."""
-    return UID_BASE + (os.getpid() % 100_000) * 1000 + next(_uid_counter) % 1000
+    """A uid no other live session on this machine uses (RLIMIT_NPROC is per uid, and kill-by-uid
+    must be exact), leased until :func:`release_uid`.
+
+    Each lease is an exclusive ``flock`` on ``/run/lock/harness-uids/<uid>``, shared by every
+    grader process on the machine and released by the kernel when its holder dies; a uid that
+    still has processes (a killed grader's leftovers) is skipped.
+    """
+    d = _uid_lock_dir()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        uid = UID_BASE + rng.randrange(UID_RANGE)
+        if uid in _uid_leases:
+            continue
+        path = os.path.join(d, str(uid))
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # the holder before us may have unlinked the file after we opened it: lock the live one
+            if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino or _uid_in_use(uid):
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            continue
+        _uid_leases[uid] = fd
+        return uid
+    raise OSError("no free sandbox uid after 200 tries")
+
+
+def release_uid(uid: int | None) -> None:
+    fd = _uid_leases.pop(uid, None) if uid is not None else None
+    if fd is None:
+        return
+    try:
+        os.unlink(os.path.join(_uid_lock_dir(), str(uid)))
+    except OSError:
+        pass
+    os.close(fd)
 
 
 @dataclass
@@ -54,6 +114,7 @@ class SandboxDir:
 
     def remove(self):
         shutil.rmtree(self.root, ignore_errors=True)
+        release_uid(self.uid)
 
 
 def _copy_package(dest: str) -> None:
@@ -157,6 +218,8 @@ def launcher_config(sd: SandboxDir, *, layers: dict, limits, device: str, submis
         "devices": devices,
         "expose_paths": interpreter_paths() + [sd.lib, sd.model, sd.scratch],
         "stage_dir": sd.stage,
+        "keep_paths": [sd.root] + interpreter_paths(),
+        "scratch_mb": limits.scratch_mb,
         "rlimits": {"memory_mb": memory_mb, "cpu_seconds": limits.cpu_seconds, "file_size_mb": limits.file_size_mb,
                     "open_files": limits.open_files, "max_processes": limits.max_processes},
         "threads": limits.threads,
@@ -168,6 +231,7 @@ def launcher_config(sd: SandboxDir, *, layers: dict, limits, device: str, submis
             "model_root": sd.model,
             "model_path": os.path.join(sd.model, submission.manifest["model"]),
             "num_outputs": len(submission.outputs),
+            "latent_dim": submission.latent_dim,
             "input_shape": list(submission.input_shape),
         })
     return cfg
@@ -178,7 +242,7 @@ class Backend:
 
     name = "?"
     isolated = True
-
+    uses_cgroup = True  # the session makes a memory/pids cgroup and the child joins it at start
     def available(self) -> tuple[bool, str]:
         raise NotImplementedError
 
@@ -188,7 +252,7 @@ class Backend:
         return {"namespaces": True, "landlock": True, "seccomp": True, "rlimits": True, "uid": uid,
                 "no_new_privs": True}
 
-    def spawn(self, sd: SandboxDir, cfg: dict) -> subprocess.Popen:
+    def spawn(self, sd: SandboxDir, cfg: dict, cgroup=None) -> subprocess.Popen:
         raise NotImplementedError
 
     def kill(self, proc: subprocess.Popen, sd: SandboxDir) -> None:
@@ -233,8 +297,8 @@ class ProcessBackend(Backend):
     def available(self):
         return sys.platform.startswith("linux"), "Linux only" if not sys.platform.startswith("linux") else "ok"
 
-    def spawn(self, sd, cfg):
-        return subprocess.Popen(python_command(sd.lib),
+    def spawn(self, sd, cfg, cgroup=None):
+        return subprocess.Popen(join_command(cgroup, python_command(sd.lib)),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=clean_env(sd, cfg["threads"]), cwd=sd.scratch, start_new_session=True,
                                 close_fds=True, bufsize=0)
@@ -261,10 +325,13 @@ class BwrapBackend(ProcessBackend):
         lay["namespaces"] = False  # bwrap made them (plus PID and UTS); no mount namespace left to us
         return lay
 
-    def spawn(self, sd, cfg):
+    def spawn(self, sd, cfg, cgroup=None):
         mounts = [("--ro-bind", p) for p in sorted(set(cfg["read_paths"]))
                   if os.path.exists(p) and not p.startswith(("/proc", "/dev", sd.root))]
         mounts += [("--ro-bind", sd.lib), ("--ro-bind", sd.model), ("--bind", sd.scratch)]
+        external = ["bwrap:net,ipc,pid,uts,mount"]
+        scratch_mb = cfg.get("scratch_mb")
+        cfg["scratch_mb"] = None  # no mount namespace left to the launcher: bwrap makes the tmpfs
         mounts += [("--dev-bind", d) for d in cfg["devices"] if d != "/dev/null"]
         targets = {p for _, p in mounts}
         # bwrap creates missing parents with mode 0700, which the dropped uid cannot traverse
@@ -280,6 +347,11 @@ class BwrapBackend(ProcessBackend):
             if a not in ("/proc", "/dev", "/tmp"):
                 binds += ["--perms", "0755", "--dir", a]
         for flag, p in sorted(mounts, key=lambda m: (m[1].count("/"), m[1])):
+            if p == sd.scratch and scratch_mb:
+                # world-writable is fine: only the child lives in this mount namespace
+                binds += ["--perms", "1777", "--size", str(int(scratch_mb) * 1024 * 1024), "--tmpfs", p]
+                external.append(f"scratch_quota:{int(scratch_mb)}m")
+                continue
             binds += [flag, p, p]
         cmd = ["bwrap", "--unshare-net", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
                "--die-with-parent", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", *binds,
@@ -288,9 +360,9 @@ class BwrapBackend(ProcessBackend):
             # root: bwrap drops capabilities; keep the two the launcher needs to switch uid.
             cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         cmd += python_command(sd.lib)
-        cfg["external_layers"] = ["bwrap:net,ipc,pid,uts,mount"]
+        cfg["external_layers"] = external
         cfg["expose_paths"] = []  # only bound paths exist inside, all reachable
-        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        return subprocess.Popen(join_command(cgroup, cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=clean_env(sd, cfg["threads"]), cwd=sd.scratch, start_new_session=True,
                                 close_fds=True, bufsize=0)
 
@@ -311,7 +383,9 @@ class DockerBackend(Backend):
     def layers(self, limits, device):
         return self._impl().launcher_layers(limits, device)
 
-    def spawn(self, sd, cfg):
+    uses_cgroup = False  # the container is its own cgroup, with docker's memory and pids limits
+
+    def spawn(self, sd, cfg, cgroup=None):
         return self._impl().spawn(sd, cfg)
 
     def kill(self, proc, sd):

@@ -18,52 +18,82 @@ import tempfile
 import time
 
 from harness.errors import SubmissionFailure
-from harness.sandbox import protocol
-from harness.sandbox.backends import BACKENDS, launcher_config, prepare_sandbox_dir
+from harness.sandbox import cgroups, protocol
+from harness.sandbox.backends import BACKENDS, launcher_config, prepare_sandbox_dir, release_uid
 from harness.sandbox.limits import Limits
 
 
 def probe(backend: str = "process", *, limits: Limits | None = None, secret_files=(), forbidden_writes=(),
-          tcp: bool = True, forks: bool = True, without=(), timeout: float = 60.0) -> dict:
+          tcp: bool = True, forks: bool = True, sockets: bool = True, scratch: bool = True,
+          forked_memory_mb: int | None = None, without=(), timeout: float = 60.0) -> dict:
     """Start a probe child with ``backend`` and return its layers, per-layer report and checks.
 
     ``secret_files`` are extra paths the child must not read (e.g. a dataset file). ``without``
-    switches layers off (``"namespaces"``, ``"landlock"``, ``"seccomp"``, ``"uid"``, ``"rlimits"``)
-    to show what each one contributes.
+    switches layers off (``"namespaces"``, ``"landlock"``, ``"seccomp"``, ``"uid"``, ``"rlimits"``,
+    ``"cgroup"``) to show what each one contributes. ``forked_memory_mb``: children that each touch
+    that much memory (the cgroup's job; seccomp stops the fork first unless it is switched off).
     """
     limits = limits or Limits()
     impl = BACKENDS[backend]()
     ok, why = impl.available()
     if not ok:
         return {"backend": backend, "available": False, "reason": why}
-    tmp = tempfile.mkdtemp(prefix="harness-doctor-")
-    os.chmod(tmp, 0o755)
-    secret = os.path.join(tmp, "secret.txt")
+    plan = impl.layers(limits, "cpu")
+    use_cgroup = impl.uses_cgroup and "cgroup" not in without
+    for layer in without:
+        if layer == "cgroup":
+            continue
+        if layer not in plan:
+            raise ValueError(f"unknown layer {layer!r}; choose from {', '.join([*plan, 'cgroup'])}")
+        if layer == "uid":
+            release_uid(plan["uid"])
+        plan[layer] = None if layer == "uid" else False
+    sd = prepare_sandbox_dir(None, uid=plan.get("uid"))
+    # The probe's targets sit inside the sandbox folder, next to the model's copy: a place the child
+    # can reach by path (it survives the tmpfs over /tmp), so only the layers keep it out.
+    outside = os.path.join(sd.root, "outside")
+    os.makedirs(outside, mode=0o755)
+    os.chmod(outside, 0o755)
+    secret = os.path.join(outside, "secret.txt")
     with open(secret, "w") as fh:
         fh.write("organizer secret")
     os.chmod(secret, 0o644)  # world-readable: only Landlock keeps the child out
-    listener = None
-    plan = impl.layers(limits, "cpu")
-    for layer in without:
-        if layer not in plan:
-            raise ValueError(f"unknown layer {layer!r}; choose from {', '.join(plan)}")
-        plan[layer] = None if layer == "uid" else False
-    sd = prepare_sandbox_dir(None, uid=plan.get("uid"))
-    proc = None
+    proc = cgroup = None
+    listeners = []
     try:
         cfg = launcher_config(sd, layers=plan, limits=limits, device="cpu")
         targets = {"secret_files": [secret, *map(str, secret_files)],
-                   "forbidden_writes": [os.path.join(tmp, "written.txt"), *map(str, forbidden_writes)],
-                   "parent_pid": os.getpid()}
+                   "forbidden_writes": [os.path.join(outside, "written.txt"), *map(str, forbidden_writes)],
+                   "parent_pid": os.getpid(), "empty_dirs": ["/run", "/dev/shm"]}
         if tcp:
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.bind(("127.0.0.1", 0))
             listener.listen(1)
+            listeners.append(listener)
             targets["tcp_port"] = listener.getsockname()[1]
-        if forks and limits.max_processes and plan.get("uid") is not None:
-            targets["max_forks"] = limits.max_processes + 16
+        if sockets:
+            path = os.path.join(outside, "grader.sock")
+            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            unix.bind(path)
+            os.chmod(path, 0o777)  # anyone may connect: only the sandbox stops the child
+            unix.listen(1)
+            listeners.append(unix)
+            targets["unix_socket"] = path
+        if forks:
+            targets["spawn"] = True
+            if limits.max_processes:
+                targets["max_forks"] = limits.max_processes + 16
+        if scratch and limits.scratch_mb:
+            targets["scratch_mb"] = limits.scratch_mb
+        if forked_memory_mb:
+            targets["forked_memory_mb"] = forked_memory_mb
         cfg["probe"] = targets
-        proc = impl.spawn(sd, cfg)
+        cgroup_why = "the backend bounds the process tree itself"
+        if use_cgroup:
+            cgroup, cgroup_why = cgroups.create(memory_mb=limits.memory_mb, max_processes=limits.max_processes)
+        elif impl.uses_cgroup:
+            cgroup_why = "switched off"
+        proc = impl.spawn(sd, cfg, cgroup=cgroup)
         deadline = time.monotonic() + timeout
         protocol.send(proc.stdin.fileno(), {"config": cfg}, b"", deadline)
         try:
@@ -74,9 +104,14 @@ def probe(backend: str = "process", *, limits: Limits | None = None, secret_file
             return {"backend": backend, "available": True, "error": f"probe child died: {err}"}
         if not reply.get("ok"):
             return {"backend": backend, "available": True, "error": reply.get("message"), "detail": reply.get("detail")}
-        result = {"backend": backend, "available": True, "layers": reply["layers"], "report": reply["report"],
-                  **reply["checks"]}
-        result["leaks"] = {"secret_written": os.path.exists(os.path.join(tmp, "written.txt"))}
+        layers, report = list(reply["layers"]), list(reply["report"])
+        if cgroup is not None and cgroup.contains(proc.pid):
+            layers += cgroup.layers
+            report += [f"{layer}: ok: {cgroup.describe()}" for layer in cgroup.layers]
+        else:
+            report.append(f"cgroup: NOT applied: {cgroup_why or 'the child could not join it'}")
+        result = {"backend": backend, "available": True, "layers": layers, "report": report, **reply["checks"]}
+        result["leaks"] = {"secret_written": os.path.exists(os.path.join(outside, "written.txt"))}
         return result
     finally:
         if proc is not None:
@@ -86,10 +121,11 @@ def probe(backend: str = "process", *, limits: Limits | None = None, secret_file
                     f.close()
                 except Exception:
                     pass
-        if listener is not None:
+        if cgroup is not None:
+            cgroup.remove()
+        for listener in listeners:
             listener.close()
         sd.remove()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def machine_facts() -> dict:

@@ -46,6 +46,10 @@ def apply_layers(cfg: dict) -> tuple[list[str], list[str]]:
             report.append(f"uid: NOT applied: the interpreter is not readable by uid {uid} and there is "
                           "no mount namespace to expose it in")
             uid = None
+    if namespaces and cfg.get("scratch_mb"):
+        record(f"scratch_quota:{cfg['scratch_mb']}m", L.scratch_tmpfs(cfg["write_paths"][0], cfg["scratch_mb"], uid))
+    if namespaces:
+        record("private_tmp", L.cover_shared_dirs(cfg.get("keep_paths", [])))
     rl = dict(cfg["rlimits"])
     if uid is None:
         rl["max_processes"] = None  # RLIMIT_NPROC would count every process of our own uid
@@ -67,7 +71,8 @@ def apply_layers(cfg: dict) -> tuple[list[str], list[str]]:
             applied.extend(f"landlock:{f}" for f in features)
         report.append(f"landlock: {'ok' if features else 'NOT applied'}: {why}")
     if want.get("seccomp"):
-        record("seccomp", L.seccomp_filter())
+        if record("seccomp", L.seccomp_filter()):
+            applied.extend(["seccomp:no_socket", "seccomp:no_fork"])
     for extra in cfg.get("external_layers", []):
         applied.append(extra)
         report.append(f"{extra}: ok: applied by the backend")
@@ -78,6 +83,15 @@ def apply_layers(cfg: dict) -> tuple[list[str], list[str]]:
 
 def _failure_header(kind, message, detail=None) -> dict:
     return {"ok": False, "kind": kind, "message": message, "detail": detail}
+
+
+def model_traceback(exc: BaseException, limit: int = 4000) -> str:
+    """The traceback of an exception the model raised, without the harness's own frames: they
+    say nothing to the participant and show our internals to whoever reads the detail."""
+    ours = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the private lib/harness
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(ours + os.sep)]
+    text = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(exc), exc))
+    return ("Traceback (the model's frames):\n" + text)[-limit:]
 
 
 def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
@@ -112,7 +126,7 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
     except BaseException as exc:  # the model's own code may raise anything while loading
         kind = "memory_exceeded" if loaders.is_memory_error(exc) else "load_error"
         protocol.send(chan_out, _failure_header(kind, f"loading the model raised {loaders.one_line(exc)}",
-                                                traceback.format_exc()[-4000:]))
+                                                model_traceback(exc)))
         return
     protocol.send(chan_out, {"ok": True, "stage": "loaded", "info": info})
 
@@ -135,12 +149,14 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
         except BaseException as exc:
             kind = "memory_exceeded" if loaders.is_memory_error(exc) else "runtime_error"
             protocol.send(chan_out, _failure_header(kind, f"the model's forward raised {loaders.one_line(exc)}",
-                                                    traceback.format_exc()[-4000:]))
+                                                    model_traceback(exc)))
             return
         metas, blobs = [], []
         for out in outputs:
-            if out.dtype.kind not in "fiub" or out.dtype.itemsize > 8:
-                metas.append({"shape": list(out.shape), "dtype": str(out.dtype), "bytes": 0})
+            expected = (images.shape[0], cfg.get("latent_dim"))
+            if out.dtype != np.float32 or tuple(out.shape) != expected:  # described, not sent: the parent
+                # takes only float32 (n, latent_dim) and refuses a larger payload unread
+                metas.append({"shape": [int(d) for d in out.shape], "dtype": str(out.dtype), "bytes": 0})
                 continue
             blob = np.ascontiguousarray(out)
             metas.append({"shape": list(blob.shape), "dtype": blob.dtype.str, "bytes": blob.nbytes})

@@ -161,6 +161,63 @@ def expose_to_other_users(paths: list[str], stage_dir: str) -> tuple[bool, str]:
         return False, str(exc)
 
 
+def scratch_tmpfs(path: str, size_mb: int, uid: int | None) -> tuple[bool, str]:
+    """Make the scratch folder a size-limited tmpfs: the model's total writes are bounded, not just
+    each file (RLIMIT_FSIZE). Its pages count against the session's memory cgroup too."""
+    owner = f",uid={uid},gid={uid}" if uid is not None else ""
+    try:
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={int(size_mb)}m,nr_inodes=4096,mode=0700{owner}")
+    except OSError as exc:
+        return False, str(exc)
+    return True, f"{int(size_mb)} MB tmpfs"
+
+
+COVERED_DIRS = ("/tmp", "/var/tmp", "/run", "/dev/shm")
+
+
+def cover_shared_dirs(keep: list[str], dirs=COVERED_DIRS) -> tuple[bool, str]:
+    """Put an empty read-only tmpfs over the machine's shared folders (``/tmp``, ``/run``,
+    ``/dev/shm``...), where other programs keep unix sockets (``/run/docker.sock``) and files.
+
+    Landlock does not cover ``connect()`` on pathname unix sockets; an empty folder has none.
+    Paths the child needs that live below (``keep``: the sandbox folder itself sits in ``/tmp``)
+    are opened first and bind-mounted back from their descriptors, so they survive the cover.
+    """
+    covered, skipped = [], []
+    for d in dirs:
+        try:
+            st = os.lstat(d)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):  # /var/run is a link to /run on Debian
+            continue
+        inside = sorted({os.path.realpath(p) for p in keep if os.path.realpath(p).startswith(d + os.sep)})
+        if any(os.path.realpath(p) == d for p in keep):
+            skipped.append(d)
+            continue
+        top = [p for p in inside if not any(p != q and p.startswith(q + os.sep) for q in inside)]
+        fds = []
+        try:
+            for p in top:
+                fds.append((p, os.open(p, os.O_PATH | os.O_CLOEXEC)))
+            _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k,nr_inodes=1024")
+            for p, fd in fds:
+                os.makedirs(p, mode=0o755, exist_ok=True)
+                _mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC)
+            _mount(None, d, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            covered.append(d)
+        except OSError as exc:
+            return False, f"{d}: {exc}"
+        finally:
+            for _, fd in fds:
+                os.close(fd)
+    why = "empty read-only " + ", ".join(covered) if covered else "nothing to cover"
+    if skipped:
+        why += f" (left visible: {', '.join(skipped)}: the interpreter lives there)"
+    return bool(covered), why
+
+
 # --- resource limits ----------------------------------------------------------------------------
 
 def set_rlimits(*, memory_mb: int | None, cpu_seconds: float | None, file_size_mb: int | None,
@@ -290,30 +347,49 @@ def preload_seccomp() -> None:
         pass
 
 
-def seccomp_filter() -> tuple[bool, str]:
-    """Deny (EPERM) kernel attack surface and sockets other than AF_UNIX; allow everything else."""
-    try:
-        import socket
+CLONE_THREAD = 0x00010000
 
+
+def seccomp_filter(*, deny_sockets: bool = True, deny_processes: bool = True) -> tuple[bool, str]:
+    """Deny (EPERM) kernel attack surface, every new socket and every new process; allow the rest.
+
+    Loaded last, after the result channel exists (it is the inherited stdin/stdout pipes, so no
+    ``socket()`` is ever needed). ``clone`` stays allowed only with ``CLONE_THREAD`` (runtimes
+    start compute threads); ``clone3`` takes its flags in memory seccomp cannot read, so it fails
+    with ENOSYS and glibc falls back to ``clone``. ``fork``/``vfork``/``execve`` are denied: the
+    launcher is already running, so nothing legitimate needs them.
+    """
+    try:
         import pyseccomp as seccomp
     except Exception as exc:  # pragma: no cover - depends on the machine
         return False, f"pyseccomp/libseccomp unavailable: {exc}"
     try:
         filt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
         denied = []
-        for name in DENIED_SYSCALLS:
+        names = list(DENIED_SYSCALLS)
+        if deny_sockets:
+            # socketpair is a separate syscall; the channel pipes were made before the filter
+            names += ["socket", "socketpair"]
+        if deny_processes:
+            names += ["fork", "vfork", "execve", "execveat"]
+        for name in names:
             try:
                 filt.add_rule(seccomp.ERRNO(errno.EPERM), name)
                 denied.append(name)
             except Exception:
-                pass  # syscall unknown on this architecture
-        # Sockets: only AF_UNIX (socketpair inside the process); no internet, netlink or packet.
-        filt.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
-        # No new user namespaces through clone; clone3 cannot be inspected, so make libc fall back.
+                pass  # syscall unknown on this architecture (aarch64 has no fork/vfork)
+        if deny_processes:
+            filt.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
+        # No new user namespaces through clone, even for threads
         filt.add_rule(seccomp.ERRNO(errno.EPERM), "clone",
                       seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
         filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
         filt.load()
     except Exception as exc:
         return False, f"seccomp filter failed to load: {exc}"
-    return True, f"{len(denied)} syscalls denied, sockets limited to AF_UNIX, no user namespaces"
+    what = [f"{len(denied)} syscalls denied"]
+    if deny_sockets:
+        what.append("no sockets")
+    if deny_processes:
+        what.append("no new processes (threads only)")
+    return True, ", ".join(what + ["no user namespaces"])

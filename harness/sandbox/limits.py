@@ -27,7 +27,10 @@ class Limits:
     max_processes
         RLIMIT_NPROC for the child's uid (threads count too); applies when the uid can be dropped.
     file_size_mb, open_files
-        RLIMIT_FSIZE (files written in the scratch folder) and RLIMIT_NOFILE.
+        RLIMIT_FSIZE (any one file written) and RLIMIT_NOFILE.
+    scratch_mb
+        Size of the scratch folder, the child's only writable place: a tmpfs of this size where
+        the sandbox has a mount namespace (writes beyond it fail with ENOSPC).
     batch_size
         Images per message to the child: a 10,000-image ``encode`` call is streamed in chunks.
     """
@@ -41,13 +44,14 @@ class Limits:
     max_processes: int | None = 256
     file_size_mb: int | None = 64
     open_files: int | None = 256
+    scratch_mb: int | None = 64
     batch_size: int = 1024
 
     def __post_init__(self):
         from harness.errors import InputError
 
         for name in ("wall_seconds", "load_wall_seconds", "total_wall_seconds", "cpu_seconds", "memory_mb",
-                     "max_processes", "file_size_mb", "open_files"):
+                     "max_processes", "file_size_mb", "open_files", "scratch_mb"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise InputError(f"Limits.{name} must be positive or None, got {value!r}")

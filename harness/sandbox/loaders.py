@@ -39,8 +39,10 @@ def is_memory_error(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
     text = str(exc).lower()
+    # "failed to map segment": the dynamic loader could not map a runtime's library under RLIMIT_AS
     return any(s in text for s in ("can't allocate memory", "cannot allocate memory", "failed to allocate",
-                                   "bad_alloc", "out of memory", "std::bad_alloc"))
+                                   "bad_alloc", "out of memory", "std::bad_alloc",
+                                   "failed to map segment from shared object"))
 
 
 # --- ONNX ---------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import collections
 import contextlib
 import dataclasses
 import os
-import signal
 import sys
 import threading
 import time
@@ -14,9 +13,11 @@ import warnings
 
 import numpy as np
 
-from harness.errors import InputError, SubmissionFailure
-from harness.sandbox import protocol
-from harness.sandbox.backends import BACKEND_NAMES, BACKENDS, gpu_devices, launcher_config, prepare_sandbox_dir
+from harness.errors import FAILURE_KINDS, InputError, SubmissionFailure
+from harness.sandbox import cgroups, protocol
+from harness.sandbox.backends import (BACKEND_NAMES, BACKENDS, gpu_devices, launcher_config, prepare_sandbox_dir,
+                                      release_uid)
+from harness.sandbox.exits import LOADING_STAGES, ExitFacts, classify_exit
 from harness.sandbox.limits import Limits
 
 UNSANDBOXED_NOTE = ("UNSANDBOXED: backend 'none' runs the model inside this process with every right "
@@ -60,6 +61,14 @@ class _LogTail:
         return head + data.decode("utf-8", "replace")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Described:
+    """An output the child described but did not send: only float32 codes travel."""
+
+    shape: tuple
+    dtype: str
+
+
 def check_outputs(outputs: list, *, n: int, latent_dim: int, names: list[str]) -> list[np.ndarray]:
     """The model's outputs, checked: float32 (n, latent_dim), finite. Else ``bad_output``."""
     if len(outputs) < len(names):
@@ -67,9 +76,13 @@ def check_outputs(outputs: list, *, n: int, latent_dim: int, names: list[str]) -
                                 f"declares {len(names)} ({', '.join(names)})")
     checked = []
     for name, out in zip(names, outputs):
-        if out is None or out.dtype.kind not in "fiub":
-            raise SubmissionFailure("bad_output", f"output {name!r} has dtype "
-                                    f"{getattr(out, 'dtype', None)}; it must be float32")
+        if isinstance(out, _Described) or out is None or out.dtype.kind not in "fiub":
+            shape = getattr(out, "shape", None)
+            if shape is not None and tuple(shape) != (n, latent_dim):
+                raise SubmissionFailure("bad_output", f"output {name!r} has shape {tuple(shape)} for a batch of "
+                                        f"{n}; expected ({n}, {latent_dim}) (batch, latent_dim from submission.json)")
+            raise SubmissionFailure("bad_output", f"output {name!r} has dtype {getattr(out, 'dtype', None)}; it "
+                                    "must be float32 (cast in the model before exporting)")
         if tuple(out.shape) != (n, latent_dim):
             raise SubmissionFailure("bad_output", f"output {name!r} has shape {tuple(out.shape)} for a batch of "
                                     f"{n}; expected ({n}, {latent_dim}) (batch, latent_dim from submission.json)")
@@ -84,11 +97,20 @@ def check_outputs(outputs: list, *, n: int, latent_dim: int, names: list[str]) -
     return checked
 
 
-def _signal_name(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return f"signal {num}"
+def _text(value, limit: int) -> str:
+    """A string from the child's frame, bounded (the child may be the model by then)."""
+    return (value if isinstance(value, str) else repr(value))[:limit]
+
+
+def _is_shape(value, ndim: int | None = None) -> bool:
+    return (isinstance(value, list) and (ndim is None or len(value) == ndim) and len(value) <= 8
+            and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in value))
+
+
+def _secret_rng() -> np.random.Generator:
+    """Order secrets: seeded from the OS, never recorded (a model that could predict the order of
+    its inputs could read the factors from an image's position)."""
+    return np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
 
 
 class EncoderSession:
@@ -125,6 +147,10 @@ class EncoderSession:
         self._tiling_noted = False
         self._started = time.monotonic()
         self._killed_for_wall = False
+        self._model_has_control = False  # from the "sandboxed" frame on, the child may be the model
+        self._cgroup = None
+        self._memory_mb = limits.memory_mb
+        self._order = _secret_rng()
         self._lock = threading.Lock()  # one request at a time on the channel
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -146,29 +172,49 @@ class EncoderSession:
         ok, why = backend.available()
         if not ok:
             raise SubmissionFailure("infra_error", f"sandbox backend {self.backend_name!r} is not available: {why}")
+        memory_mb = self._memory_mb = self.limits.memory_mb  # of the whole process tree (cgroup), CUDA or not
         if self.device in ("cuda", "auto") and gpu_devices() and self.limits.memory_mb:
             # CUDA reserves terabytes of virtual address space: RLIMIT_AS would kill it at init
             self.limits = dataclasses.replace(self.limits, memory_mb=None)
-            self.notes.append("memory limit (address space) lifted for the CUDA runtime")
-        layer_plan = backend.layers(self.limits, self.device)
+            self.notes.append("per-process address-space limit lifted for the CUDA runtime (the cgroup "
+                              "memory limit on host memory stays)")
+        try:
+            layer_plan = backend.layers(self.limits, self.device)
+        except OSError as exc:
+            raise SubmissionFailure("infra_error", f"could not choose a sandbox uid: {exc}") from None
         try:
             self._sd = prepare_sandbox_dir(sub.root, uid=layer_plan.get("uid"))
+        except SubmissionFailure:
+            release_uid(layer_plan.get("uid"))
+            raise
         except OSError as exc:
+            release_uid(layer_plan.get("uid"))
             raise SubmissionFailure("infra_error", f"could not prepare the sandbox folder: {exc}") from None
         cfg = launcher_config(self._sd, layers=layer_plan, limits=self.limits, device=self.device, submission=sub)
+        cgroup_why = "the backend bounds the process tree itself"
+        if backend.uses_cgroup:
+            self._cgroup, cgroup_why = cgroups.create(memory_mb=memory_mb, max_processes=self.limits.max_processes)
+        self._backend = backend
         try:
-            self._proc = backend.spawn(self._sd, cfg)
+            self._proc = backend.spawn(self._sd, cfg, cgroup=self._cgroup)
         except OSError as exc:
             self._cleanup()
             raise SubmissionFailure("infra_error", f"could not start the sandbox: {exc}") from None
-        self._backend = backend
         self._log = _LogTail(self._proc.stderr)
         for f in (self._proc.stdin, self._proc.stdout):
             os.set_blocking(f.fileno(), False)
         loading = self._deadline(loading=True)
         header, _ = self._request({"config": cfg}, what="setting up the sandbox", ours=True, deadline=loading)
-        self.layers = header["layers"]
-        self.report = header["report"]
+        self.layers = [_text(x, 200) for x in header.get("layers", [])][:64]
+        self.report = [_text(x, 1000) for x in header.get("report", [])][:64]
+        if self._cgroup is not None and self._cgroup.contains(self._proc.pid):
+            self.layers.extend(self._cgroup.layers)
+            for layer in self._cgroup.layers:
+                self.report.append(f"{layer}: ok: {self._cgroup.describe()} (memory {memory_mb} MB, "
+                                   f"{self.limits.max_processes} processes, for the whole process tree)")
+        else:
+            self.report.append(f"cgroup: NOT applied: {cgroup_why or 'the child could not join it'}")
+        self._model_has_control = True  # the launcher's next step hands control to the model's code
         missing = [r for r in self.require_layers
                    if not any(layer == r or layer.startswith(r + ":") for layer in self.layers)]
         if missing:
@@ -176,8 +222,10 @@ class EncoderSession:
                 "infra_error", f"required sandbox layer(s) {', '.join(missing)} could not be applied on this "
                 "machine (run `harness doctor`)", "\n".join(self.report)))
         header, _ = self._request(None, what="loading the model", deadline=loading)
-        self.info = header.get("info", {})
-        self.notes.extend(self.info.get("notes", []))
+        info = header.get("info") if isinstance(header.get("info"), dict) else {}
+        self.info = {k: _text(info.get(k), 100) for k in ("runtime", "version", "device") if k in info}
+        notes = info.get("notes") if isinstance(info.get("notes"), list) else []
+        self.notes.extend(_text(n, 300) for n in notes[:10])
         return self
 
     def _start_in_process(self):
@@ -220,6 +268,9 @@ class EncoderSession:
                 self._log.thread.join(timeout=2)
             with contextlib.suppress(Exception):
                 self._proc.stderr.close()
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
         if self._sd is not None:
             self._sd.remove()
             self._sd = None
@@ -238,7 +289,7 @@ class EncoderSession:
         raise failure
 
     def _death(self, what: str) -> SubmissionFailure:
-        """Why the child is gone, as a failure kind."""
+        """Why the child is gone, as a failure kind (:func:`harness.sandbox.exits.classify_exit`)."""
         proc = self._proc
         try:
             code = proc.wait(timeout=10)
@@ -247,30 +298,15 @@ class EncoderSession:
             code = proc.wait()
         time.sleep(0.05)
         detail = self.log[-4000:] or None
-        if self._killed_for_wall:
-            limit = self.limits.wall_seconds
-            if what in ("setting up the sandbox", "loading the model"):
-                limit = self.limits.load_wall_seconds or limit
-            return SubmissionFailure("timeout", f"{what} took longer than the wall-clock limit ({limit} s)", detail)
-        log_tail = (detail or "")[-2000:].lower()
-        if code != 0 and any(s in log_tail for s in ("bad_alloc", "out of memory", "cannot allocate memory",
-                                                      "can't allocate memory", "memoryerror")):
-            return SubmissionFailure("memory_exceeded", f"the model ran out of memory while {what} (limit "
-                                     f"{self.limits.memory_mb} MB of address space)", detail)
-        if code < 0:
-            sig = -code
-            if sig == signal.SIGXCPU:
-                return SubmissionFailure("timeout", f"{what} used more than the CPU-time limit "
-                                         f"({self.limits.cpu_seconds} s)", detail)
-            if sig == signal.SIGKILL:
-                return SubmissionFailure("memory_exceeded", f"the model was killed (SIGKILL) while {what}, most "
-                                         "likely by the out-of-memory killer", detail)
-            if sig == signal.SIGXFSZ:
-                return SubmissionFailure("runtime_error", f"the model wrote a file larger than the "
-                                         f"{self.limits.file_size_mb} MB limit while {what}", detail)
-            return SubmissionFailure("crashed", f"the model crashed with {_signal_name(sig)} while {what}", detail)
-        return SubmissionFailure("crashed", f"the model's process exited (code {code}) while {what}; a model "
-                                 "must not exit or close its standard streams", detail)
+        wall = self.limits.wall_seconds
+        if what in LOADING_STAGES:
+            wall = self.limits.load_wall_seconds or wall
+        facts = ExitFacts(code=code, what=what, killed_for_wall=self._killed_for_wall,
+                          oom_killed=self._cgroup is not None and self._cgroup.oom_killed(),
+                          log_tail=detail or "", wall_limit=wall, cpu_limit=self.limits.cpu_seconds,
+                          memory_mb=self._memory_mb,
+                          file_size_mb=self.limits.file_size_mb)
+        return classify_exit(facts, detail)
 
     def _request(self, header: dict | None, payload=b"", *, what: str, max_payload: int | None = None,
                  deadline: float | None = None, ours: bool = False):
@@ -294,10 +330,31 @@ class EncoderSession:
                                           death.detail)
             self._fail(death)
         except ValueError as exc:  # garbage on the channel: the model wrote to our pipe
-            self._fail(SubmissionFailure("bad_output", f"the model corrupted the result channel while {what}: {exc}"))
-        if not reply.get("ok"):
-            self._fail(SubmissionFailure(reply["kind"], reply["message"], reply.get("detail")))
+            kind = "infra_error" if ours else "bad_output"
+            self._fail(SubmissionFailure(kind, f"the result channel was corrupted while {what}: {_text(str(exc), 200)}"))
+        ok = reply.get("ok")
+        if not isinstance(ok, bool):
+            self._fail(SubmissionFailure("infra_error" if ours else "bad_output",
+                                         f"a malformed frame arrived on the result channel while {what}"))
+        if not ok:
+            self._fail(self._claimed_failure(reply, what))
         return reply, data
+
+    def _claimed_failure(self, reply: dict, what: str) -> SubmissionFailure:
+        """The failure a child reports, checked. Once the model has control, the child may be the
+        model itself: a claim of infrastructure failure is then the submission's (a model must not
+        be able to make us retry it forever, or have its failure not count)."""
+        kind, message = reply.get("kind"), _text(reply.get("message"), 500)
+        detail = reply.get("detail")
+        detail = _text(detail, 8000) if detail is not None else None
+        if kind not in FAILURE_KINDS:
+            return SubmissionFailure("bad_output", f"the model's process sent an unknown failure kind while {what}",
+                                     f"kind: {_text(kind, 100)}; message: {message}")
+        if kind == "infra_error" and self._model_has_control:
+            return SubmissionFailure("runtime_error", f"the model's process reported an infrastructure failure "
+                                     f"while {what}, after the model had taken control: it counts as the "
+                                     f"submission's failure ({message})", detail)
+        return SubmissionFailure(kind, message, detail)
 
     # -- encoding ----------------------------------------------------------------------------------
 
@@ -338,26 +395,40 @@ class EncoderSession:
                                         str(exc)[-4000:]) from None
             return check_outputs(outputs, n=n, latent_dim=d, names=names)
         chunk = np.ascontiguousarray(chunk)
-        # A well-behaved reply is at most n*d float64s per output; anything larger is refused unread.
-        max_payload = len(names) * n * d * 8 + 1024
+        # A well-behaved reply is n*d float32s per output; anything larger is refused unread.
+        max_payload = len(names) * n * d * 4
         reply, data = self._request({"op": "encode", "shape": list(chunk.shape), "dtype": chunk.dtype.str},
                                     chunk, what=f"encoding a batch of {n}", max_payload=max_payload,
                                     deadline=deadline)
-        outputs, offset = [], 0
-        for meta in reply["outputs"]:
-            if not meta["bytes"]:
-                outputs.append(None)
-                continue
-            dtype = np.dtype(meta["dtype"])
-            if dtype.kind not in "fiub" or int(np.prod(meta["shape"])) * dtype.itemsize != meta["bytes"]:
-                self._fail(SubmissionFailure("bad_output", f"the model returned a malformed output ({meta})"))
-            outputs.append(np.frombuffer(bytes(data[offset:offset + meta["bytes"]]), dtype=dtype)
-                           .reshape(meta["shape"]))
-            offset += meta["bytes"]
+        outputs = self._outputs_from_frame(reply, data, n=n)
         try:
             return check_outputs(outputs, n=n, latent_dim=d, names=names)
         except SubmissionFailure as exc:
             self._fail(exc)
+
+    def _outputs_from_frame(self, reply: dict, data, *, n: int) -> list:
+        """The arrays an encode reply describes; a frame that does not add up is ``bad_output``."""
+        metas = reply.get("outputs")
+        malformed = SubmissionFailure("bad_output", f"the model's process sent a malformed reply for a batch of {n} "
+                                      "(the result channel is not the model's to write)")
+        if not isinstance(metas, list) or not 1 <= len(metas) <= 8:
+            self._fail(malformed)
+        outputs, offset = [], 0
+        for meta in metas:
+            if not (isinstance(meta, dict) and _is_shape(meta.get("shape")) and isinstance(meta.get("dtype"), str)
+                    and isinstance(meta.get("bytes"), int) and not isinstance(meta.get("bytes"), bool)):
+                self._fail(malformed)
+            shape, nbytes = meta["shape"], meta["bytes"]
+            if nbytes == 0:  # described, not sent: a dtype other than float32
+                outputs.append(_Described(tuple(shape), _text(meta["dtype"], 40)))
+                continue
+            if nbytes != int(np.prod(shape, dtype=np.int64)) * 4 or offset + nbytes > len(data):
+                self._fail(malformed)
+            outputs.append(np.frombuffer(data, dtype=np.float32, count=nbytes // 4, offset=offset).reshape(shape))
+            offset += nbytes
+        if offset != len(data):
+            self._fail(malformed)
+        return outputs
 
     def _encode(self, images) -> list[np.ndarray]:
         with self._lock:
@@ -372,11 +443,19 @@ class EncoderSession:
             d = self.submission.latent_dim
             return [np.zeros((0, d), np.float32) for _ in self.submission.outputs]
         deadline = self._deadline()  # the wall-clock limit covers the whole call, all chunks
+        # The model sees the images in a secret order, so a position in a batch says nothing about them.
+        order = self._order.permutation(n)
+        x = x[order]
         parts = [self._encode_chunk(x[i:i + self.limits.batch_size], deadline)
                  for i in range(0, n, self.limits.batch_size)]
         self.images_encoded += n
-        return [np.concatenate([p[j] for p in parts]) if len(parts) > 1 else parts[0][j]
-                for j in range(len(self.submission.outputs))]
+        results = []
+        for j in range(len(self.submission.outputs)):
+            shuffled = np.concatenate([p[j] for p in parts]) if len(parts) > 1 else parts[0][j]
+            codes = np.empty_like(shuffled)
+            codes[order] = shuffled
+            results.append(codes)
+        return results
 
     def encode(self, images) -> np.ndarray:
         """Codes of a (N, H, W, C) uint8 batch (or float in [0, 1]): float32 (N, latent_dim)."""
