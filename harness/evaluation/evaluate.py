@@ -224,14 +224,15 @@ def _diagnostics(dataset, table, requests: dict, encode, seed: int) -> dict:
 
 # -- sandboxed sessions -------------------------------------------------------------------------
 
-def _load_submission(submission):
+def _load_submission(submission, limits=None):
     from harness import submission as submission_mod
 
     if isinstance(submission, (str, os.PathLike)):
         path = Path(submission)
         if not path.exists():
             raise InputError(f"submission not found: {str(path)!r}")
-        return submission_mod.load(path)
+        caps = {"max_latent_dim": limits.max_latent_dim} if limits is not None else {}
+        return submission_mod.load(path, **caps)
     return submission
 
 
@@ -289,7 +290,8 @@ def _evaluate_dataset(submission, dataset, *, preset, metrics, metric_params, se
     specs = resolve_metrics(preset, metrics, metric_params)
     ds = _load_dataset(dataset)
     with ExitStack() as stack:
-        sub = _load_submission(submission)
+        limits = _limits(limits)
+        sub = _load_submission(submission, limits)
         if sub is not submission and hasattr(sub, "close"):
             stack.callback(sub.close)  # an unpacked archive's temporary folder
         session = stack.enter_context(open_session(sub, sandbox=sandbox, device=device, limits=limits))
@@ -344,7 +346,8 @@ def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "c
     layers, used_device = [], None
     try:
         with ExitStack() as stack:
-            sub = _load_submission(submission_path)
+            limits = _limits(limits)
+            sub = _load_submission(submission_path, limits)
             if sub is not submission_path and hasattr(sub, "close"):
                 stack.callback(sub.close)
             results["submission"] = _submission_info(sub)

@@ -2,8 +2,8 @@
 
 Every metric declares from its seed which observations it needs (an ``ObservationRequest``:
 grid ``indices`` and an ``observation_seed``). On a deterministic dataset an index always shows
-the same image, so the plan encodes each *unique* index once and every metric reads its rows
-from that code table. On a stochastic dataset (noisy, color, scream dSprites) each sample draws
+the same image, so the plan encodes each *unique* index once, in a secret order, and every metric
+reads its rows from that code table. On a stochastic dataset (noisy, color, scream dSprites) each sample draws
 its own nuisance, so every request is rendered and encoded on its own, in order, with the
 generator ``np.random.default_rng(request.observation_seed)`` exactly as running the metric alone
 would.
@@ -14,6 +14,7 @@ observations never holds more than one chunk of uint8 images at a time.
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -74,6 +75,17 @@ def unique_indices(requests) -> np.ndarray:
     if not arrays:
         return np.zeros(0, dtype=np.int64)
     return np.unique(np.concatenate(arrays))
+
+
+def secret_order(n: int) -> np.ndarray:
+    """A permutation nobody can predict (seeded from the OS, never recorded).
+
+    Grid indices in sorted order walk the factors in C order (the first factor slowest), so a model
+    that counted its calls could read factors from *when* it sees an image; encoding in a secret
+    order leaves it only the pixels. The per-call shuffle in the sandbox session hides the
+    position inside a batch; this one hides which batch an image falls in.
+    """
+    return np.random.default_rng(int.from_bytes(os.urandom(16), "little")).permutation(n)
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -167,12 +179,15 @@ def build_code_table(dataset, requests: dict, encode, *, cache=None, chunk_size:
         missing = np.setdiff1d(wanted, known_idx, assume_unique=True)
         timing.images_from_cache += len(wanted) - len(missing)
         bar = progress_factory(len(missing)) if progress_factory else None
+        order = secret_order(len(missing))
         try:
-            new_codes = encode_grid(dataset, missing, encode, chunk_size=chunk_size, batch_size=batch_size,
-                                    timing=timing, progress=bar)
+            shuffled = encode_grid(dataset, missing[order], encode, chunk_size=chunk_size, batch_size=batch_size,
+                                   timing=timing, progress=bar)
         finally:
             if bar is not None:
                 bar.close()
+        new_codes = np.empty_like(shuffled)
+        new_codes[order] = shuffled
         if cache is not None and len(missing):
             cache.store(missing, new_codes)
         if known_codes is not None and len(known_idx):

@@ -34,7 +34,7 @@ _SECTION_KEYS = {
     "splits": set(SPLITS),
     "metrics": {"preset", "names", "params"},
     "ranking": {"method", "values", "lower_is_better"},
-    "limits": {"wall_seconds", "memory_mb", "threads"},
+    "limits": {"wall_seconds", "memory_mb", "threads", "max_latent_dim", "scratch_mb"},
     "sandbox": {"backend", "device", "image"},
     "grading": {"max_attempts", "lease_seconds", "log_cap_kb", "job_seconds"},
 }
@@ -47,6 +47,8 @@ class Limits:
     wall_seconds: float = 1800.0
     memory_mb: int = 4096
     threads: int = 1
+    max_latent_dim: int = 256  # the grader keeps (images x latent_dim) float32 codes per job
+    scratch_mb: int = 64
 
 
 @dataclass(frozen=True)
@@ -347,7 +349,10 @@ def parse_challenge(text: str, *, path="challenge.toml") -> Challenge:
     wall = typed("limits", "wall_seconds", lim.get("wall_seconds", 1800), (int, float), "a number of seconds")
     mem = typed("limits", "memory_mb", lim.get("memory_mb", 4096), int, "an integer (MB)")
     threads = typed("limits", "threads", lim.get("threads", 1), int, "an integer")
-    for key, value in (("wall_seconds", wall), ("memory_mb", mem), ("threads", threads)):
+    max_latent = typed("limits", "max_latent_dim", lim.get("max_latent_dim", 256), int, "an integer")
+    scratch = typed("limits", "scratch_mb", lim.get("scratch_mb", 64), int, "an integer (MB)")
+    for key, value in (("wall_seconds", wall), ("memory_mb", mem), ("threads", threads),
+                       ("max_latent_dim", max_latent), ("scratch_mb", scratch)):
         if value <= 0:
             raise p.error("limits", key, f"must be positive, got {value}")
     sb = doc.get("sandbox", {})
@@ -373,7 +378,7 @@ def parse_challenge(text: str, *, path="challenge.toml") -> Challenge:
     return Challenge(
         name=name, path=str(path.resolve()), datasets=datasets, preset=preset, metric_names=metric_names,
         metric_params=params, seed=seed, ranking_method=method, ranking_values=values, lower_is_better=lower,
-        limits=Limits(float(wall), mem, threads), backend=backend, device=device, image=image,
+        limits=Limits(float(wall), mem, threads, max_latent, scratch), backend=backend, device=device, image=image,
         max_attempts=max_attempts, lease_seconds=float(lease), log_cap_kb=log_cap,
         job_seconds=float(job_seconds) if job_seconds is not None else None, source=text,
     )

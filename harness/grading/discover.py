@@ -98,7 +98,7 @@ def _candidates(paths) -> list[tuple[Path, str | None]]:
     return found
 
 
-def discover(paths) -> list[SubmissionEntry]:
+def discover(paths, *, max_latent_dim: int | None = None) -> list[SubmissionEntry]:
     """Load every submission named by ``paths``; refuse two submissions with the same name.
 
     A submission the loader refuses is kept, with ``manifest_error`` set: it becomes a failed job
@@ -111,7 +111,8 @@ def discover(paths) -> list[SubmissionEntry]:
     for path, folder in _candidates(paths):
         path = path.resolve()
         try:
-            with submission_mod.load(path) as sub:
+            caps = {"max_latent_dim": max_latent_dim} if max_latent_dim else {}
+            with submission_mod.load(path, **caps) as sub:
                 name, content_hash, error = sub.name, sub.sha256, None
                 extra = sub.manifest.get("extra") or {}
                 participant = extra.get("participant") if isinstance(extra.get("participant"), str) else None

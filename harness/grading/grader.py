@@ -186,7 +186,7 @@ def grade(paths, challenge: Challenge, db, *, workers: int = 1, scheduler: str |
     """
     echo = echo or (lambda line: None)
     started = time.time()
-    entries = discover(paths)
+    entries = discover(paths, max_latent_dim=challenge.limits.max_latent_dim)
     known = {e.name for e in entries}
     unknown = sorted(set(regrade) - known)
     if unknown:

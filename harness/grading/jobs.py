@@ -8,7 +8,8 @@ def sandbox_limits(limits: dict):
     from harness.sandbox import Limits
 
     return Limits(wall_seconds=float(limits["wall_seconds"]), memory_mb=int(limits["memory_mb"]),
-                  threads=int(limits["threads"]))
+                  threads=int(limits["threads"]), max_latent_dim=int(limits.get("max_latent_dim", 256)),
+                  scratch_mb=int(limits.get("scratch_mb", 64)))
 
 
 def evaluate_job(job: dict) -> dict:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from harness.sandbox.cgroups import join_command
 from harness.sandbox.launcher import BOOTSTRAP
-from harness.submission.core import sweep_stale
+from harness.submission.core import copy_tree_nofollow, sweep_stale
 
 UID_BASE = 1_600_000_000
 UID_RANGE = 1_000_000
@@ -68,25 +68,30 @@ def sandbox_uid() -> int:
     grader process on the machine and released by the kernel when its holder dies; a uid that
     still has processes (a killed grader's leftovers) is skipped.
     """
-    d = _uid_lock_dir()
     rng = random.SystemRandom()
     for _ in range(200):
         uid = UID_BASE + rng.randrange(UID_RANGE)
-        if uid in _uid_leases:
-            continue
-        path = os.path.join(d, str(uid))
-        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # the holder before us may have unlinked the file after we opened it: lock the live one
-            if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino or _uid_in_use(uid):
-                raise BlockingIOError
-        except (BlockingIOError, FileNotFoundError):
-            os.close(fd)
-            continue
-        _uid_leases[uid] = fd
-        return uid
+        if _lease(uid):
+            return uid
     raise OSError("no free sandbox uid after 200 tries")
+
+
+def _lease(uid: int) -> bool:
+    """Take the lock of ``uid`` if no live process holds it and no process runs as it."""
+    if uid in _uid_leases:
+        return False
+    path = os.path.join(_uid_lock_dir(), str(uid))
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # the holder before us may have unlinked the file after we opened it: lock the live one
+        if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino or _uid_in_use(uid):
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        return False
+    _uid_leases[uid] = fd
+    return True
 
 
 def release_uid(uid: int | None) -> None:
@@ -138,7 +143,9 @@ def _make_world_readable(top: str) -> None:
             os.chmod(os.path.join(dirpath, f), 0o644)
 
 
-def prepare_sandbox_dir(model_root: str | None, *, uid: int | None) -> SandboxDir:
+def prepare_sandbox_dir(submission, *, uid: int | None) -> SandboxDir:
+    """The child's folder. The ``submission``'s files (None: none) are copied following no link and
+    must hash as they did when loaded (a participant may swap a file for a link in between)."""
     sweep_stale("harness-sbx-")
     root = tempfile.mkdtemp(prefix=f"harness-sbx-{os.getpid()}-")
     try:
@@ -146,12 +153,11 @@ def prepare_sandbox_dir(model_root: str | None, *, uid: int | None) -> SandboxDi
         sd = SandboxDir(root, os.path.join(root, "lib"), os.path.join(root, "model"),
                         os.path.join(root, "scratch"), os.path.join(root, "stage"), uid)
         _copy_package(sd.lib)
-        if model_root is not None:
-            shutil.copytree(model_root, sd.model, symlinks=True)
+        if submission is not None:
+            copy_tree_nofollow(submission.root, submission.files, sd.model, expect_sha256=submission.sha256)
         else:
             os.makedirs(sd.model)
         _make_world_readable(sd.lib)
-        _make_world_readable(sd.model)
         os.makedirs(sd.scratch, mode=0o700)
         os.makedirs(sd.stage, mode=0o700)
         if uid is not None:

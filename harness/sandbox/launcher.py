@@ -50,6 +50,7 @@ def apply_layers(cfg: dict) -> tuple[list[str], list[str]]:
         record(f"scratch_quota:{cfg['scratch_mb']}m", L.scratch_tmpfs(cfg["write_paths"][0], cfg["scratch_mb"], uid))
     if namespaces:
         record("private_tmp", L.cover_shared_dirs(cfg.get("keep_paths", [])))
+        os.chdir(cfg["write_paths"][0])  # the working folder was the one under the new mounts
     rl = dict(cfg["rlimits"])
     if uid is None:
         rl["max_processes"] = None  # RLIMIT_NPROC would count every process of our own uid

@@ -31,6 +31,9 @@ class Limits:
     scratch_mb
         Size of the scratch folder, the child's only writable place: a tmpfs of this size where
         the sandbox has a mount namespace (writes beyond it fail with ENOSPC).
+    max_latent_dim
+        Widest code accepted (``latent_dim`` in submission.json): the grader holds
+        images x latent_dim float32 codes, so this bounds its memory.
     batch_size
         Images per message to the child: a 10,000-image ``encode`` call is streamed in chunks.
     """
@@ -45,6 +48,7 @@ class Limits:
     file_size_mb: int | None = 64
     open_files: int | None = 256
     scratch_mb: int | None = 64
+    max_latent_dim: int = 256
     batch_size: int = 1024
 
     def __post_init__(self):
@@ -55,7 +59,7 @@ class Limits:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise InputError(f"Limits.{name} must be positive or None, got {value!r}")
-        for name in ("threads", "batch_size"):
+        for name in ("threads", "batch_size", "max_latent_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"Limits.{name} must be a positive integer, got {value!r}")

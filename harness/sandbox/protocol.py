@@ -87,7 +87,12 @@ def recv(fd: int, deadline: float | None = None, max_payload: int | None = None)
     head_len, payload_len = FRAME.unpack(read_exact(fd, FRAME.size, deadline))
     if head_len > MAX_HEADER:
         raise ValueError(f"frame header of {head_len} bytes")
-    header = json.loads(read_exact(fd, head_len, deadline).decode())
+    try:
+        header = json.loads(read_exact(fd, head_len, deadline).decode())
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past the parser's stack
+        raise ValueError("frame header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ValueError("frame header is not a JSON object")
     if max_payload is not None and payload_len > max_payload:
         raise ValueError(f"frame payload of {payload_len} bytes exceeds {max_payload}")
     payload = read_exact(fd, payload_len, deadline) if payload_len else bytearray()

@@ -166,6 +166,9 @@ class EncoderSession:
 
     def start(self) -> "EncoderSession":
         sub = self.submission
+        if sub.latent_dim > self.limits.max_latent_dim:  # a Submission loaded under another cap
+            raise SubmissionFailure("invalid_submission", f"latent_dim {sub.latent_dim} is over this grader's cap "
+                                    f"of {self.limits.max_latent_dim} (the challenge sets it)")
         if self.backend_name == "none":
             return self._start_in_process()
         backend = BACKENDS[self.backend_name]()
@@ -183,7 +186,7 @@ class EncoderSession:
         except OSError as exc:
             raise SubmissionFailure("infra_error", f"could not choose a sandbox uid: {exc}") from None
         try:
-            self._sd = prepare_sandbox_dir(sub.root, uid=layer_plan.get("uid"))
+            self._sd = prepare_sandbox_dir(sub, uid=layer_plan.get("uid"))
         except SubmissionFailure:
             release_uid(layer_plan.get("uid"))
             raise
@@ -422,7 +425,8 @@ class EncoderSession:
             if nbytes == 0:  # described, not sent: a dtype other than float32
                 outputs.append(_Described(tuple(shape), _text(meta["dtype"], 40)))
                 continue
-            if nbytes != int(np.prod(shape, dtype=np.int64)) * 4 or offset + nbytes > len(data):
+            if (meta["dtype"] not in ("<f4", "float32") or nbytes != int(np.prod(shape, dtype=np.int64)) * 4
+                    or offset + nbytes > len(data)):
                 self._fail(malformed)
             outputs.append(np.frombuffer(data, dtype=np.float32, count=nbytes // 4, offset=offset).reshape(shape))
             offset += nbytes
@@ -508,7 +512,7 @@ def open_encoder(submission, *, backend: str = "process", limits: Limits | None 
     if not hasattr(submission, "manifest"):
         from harness.submission import load
 
-        submission = owned = load(submission)
+        submission = owned = load(submission, max_latent_dim=limits.max_latent_dim)
     if backend == "none" and require_layers:
         raise InputError("backend 'none' applies no layers; require_layers cannot be met")
     session = EncoderSession(submission, backend=backend, limits=limits, device=device,
