@@ -12,6 +12,13 @@ import click
 
 from harness import __version__
 from harness.errors import InputError
+from harness.text import safe_lines
+
+
+def _echo(message="", **kwargs):
+    """Every line the CLI prints: names, a model's exception text and failure messages come from
+    participants and may hold terminal escapes (a fake VALID line, a retitled window)."""
+    click.echo(safe_lines(str(message)), **kwargs)
 
 
 class _Group(click.Group):
@@ -19,7 +26,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except InputError as exc:
-            click.echo(f"error: {exc}", err=True)
+            _echo(f"error: {exc}", err=True)
             sys.exit(2)
 
 
@@ -51,8 +58,8 @@ def datasets_list():
         factors = ", ".join(f"{f}={s}" for f, s in zip(ds.factor_names, ds.factor_sizes))
         shape = "x".join(str(d) for d in ds.observation_shape)
         kind = "stochastic" if ds.stochastic else "deterministic"
-        click.echo(f"{name:16s} {ds.num_observations:>9,d} images {shape:8s} {kind:13s} {factors}  [{ds.source}]")
-    click.echo("files: original dSprites .npz, MPI3D .npz, DeepMind 3dshapes.h5, organizer .h5 (harness datasets check FILE)")
+        _echo(f"{name:16s} {ds.num_observations:>9,d} images {shape:8s} {kind:13s} {factors}  [{ds.source}]")
+    _echo("files: original dSprites .npz, MPI3D .npz, DeepMind 3dshapes.h5, organizer .h5 (harness datasets check FILE)")
 
 
 @datasets_group.command("show")
@@ -68,7 +75,7 @@ def datasets_show(name, out, columns, seed):
     if columns < 1:
         raise InputError("--columns must be at least 1")
     path = save_montage(datasets.load(name), out, max_columns=columns, seed=seed)
-    click.echo(f"wrote {path}")
+    _echo(f"wrote {path}")
 
 
 @datasets_group.command("export")
@@ -82,7 +89,7 @@ def datasets_export(name, out, subset, seed):
     from harness.datasets.files import export_organizer
 
     info = export_organizer(datasets.load(name), out, subset=subset, seed=seed)
-    click.echo(f"wrote {out}: {info['num_rows']:,d} images, {'full grid' if info['full_grid'] else 'subset'}")
+    _echo(f"wrote {out}: {info['num_rows']:,d} images, {'full grid' if info['full_grid'] else 'subset'}")
 
 
 @datasets_group.command("check")
@@ -92,7 +99,7 @@ def datasets_check(path):
     from harness.datasets.files import check_file
 
     info = check_file(path)
-    click.echo(f"ok: {path}: {info}")
+    _echo(f"ok: {path}: {info}")
 
 # --- metrics commands (issue 3) ---
 
@@ -113,7 +120,7 @@ def metrics_list(preset_name, as_json):
     names = metrics_mod.names() if preset_name is None else list(metrics_mod.preset(preset_name))
     specs = [metrics_mod.get(n) for n in names]
     if as_json:
-        click.echo(_json.dumps([{"name": s.name, "keys": list(s.keys), "headline": list(s.headline),
+        _echo(_json.dumps([{"name": s.name, "keys": list(s.keys), "headline": list(s.headline),
                                  "presets": list(s.presets), "citation": s.citation,
                                  "default_params": {k: (list(v) if isinstance(v, tuple) else v)
                                                     for k, v in s.default_params.items()}} for s in specs],
@@ -121,9 +128,9 @@ def metrics_list(preset_name, as_json):
         return
     for s in specs:
         keys = [f"*{k}" for k in s.headline] + [k for k in s.keys if k not in s.headline]
-        click.echo(f"{s.name}  [{', '.join(s.presets)}]")
-        click.echo(f"    keys: {', '.join(keys)}")
-        click.echo(f"    {s.citation}")
+        _echo(f"{s.name}  [{', '.join(s.presets)}]")
+        _echo(f"    keys: {', '.join(keys)}")
+        _echo(f"    {s.citation}")
 
 # --- validate / doctor commands (issue 4) ---
 
@@ -158,16 +165,16 @@ def validate_command(submission, as_json, sandbox, device, wall_seconds, memory_
     report = validate(submission, backend=sandbox, device=device,
                       limits=_sandbox_limits(wall_seconds, memory_mb, threads))
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        _echo(json.dumps(report, indent=2))
     else:
         for check in report["checks"]:
-            click.echo(f"  [{'ok' if check['ok'] else 'FAIL'}] {check['name']}: {check['message']}")
+            _echo(f"  [{'ok' if check['ok'] else 'FAIL'}] {check['name']}: {check['message']}")
         for note in report["notes"]:
-            click.echo(f"  note: {note}")
+            _echo(f"  note: {note}")
         if report["failure"] and report["failure"].get("detail"):
             detail = report["failure"]["detail"].strip().splitlines()[-5:]
-            click.echo("  detail (last lines):\n    " + "\n    ".join(detail))
-        click.echo(report["verdict"])
+            _echo("  detail (last lines):\n    " + "\n    ".join(detail))
+        _echo(report["verdict"])
     sys.exit(0 if report["ok"] else 1)
 
 
@@ -185,25 +192,25 @@ def doctor_command(as_json, backends):
 
     report = diagnose(backends or ("process", "bwrap"))
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        _echo(json.dumps(report, indent=2))
         return
-    click.echo("machine:")
+    _echo("machine:")
     for key, value in report["machine"].items():
-        click.echo(f"  {key}: {value}")
+        _echo(f"  {key}: {value}")
     for name, res in report["backends"].items():
-        click.echo(f"backend {name}:")
+        _echo(f"backend {name}:")
         if not res.get("available"):
-            click.echo(f"  unavailable: {res.get('reason')}")
+            _echo(f"  unavailable: {res.get('reason')}")
             continue
         if res.get("error"):
-            click.echo(f"  ERROR: {res['error']}")
+            _echo(f"  ERROR: {res['error']}")
             continue
         for line in res["report"]:
-            click.echo(f"  {line}")
+            _echo(f"  {line}")
         for check, outcome in res["checks"].items():
             state = "contained" if outcome["contained"] else "NOT CONTAINED"
-            click.echo(f"  check {check}: {state} ({outcome['detail']})")
-        click.echo(f"  applied: {', '.join(res['layers'])}")
+            _echo(f"  check {check}: {state} ({outcome['detail']})")
+        _echo(f"  applied: {', '.join(res['layers'])}")
 
 # --- evaluate command (issue 5) ---
 
@@ -248,15 +255,15 @@ def evaluate_command(submission, datasets, preset, metrics, params, seed, out, s
                        sandbox=sandbox, device=device, limits=limits_from(time_limit, memory_limit), cache=cache,
                        progress=False if as_json else None)
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        _echo(json.dumps(results, indent=2))
     else:
         headline = {spec.name: list(getattr(spec, "headline", []) or []) for spec, _ in specs}
         if results["evaluations"]:
-            click.echo(text_table(results, headline))
-        click.echo(f"results: {out_dir}/results.json\nreport:  {out_dir}/report.html")
+            _echo(text_table(results, headline))
+        _echo(f"results: {out_dir}/results.json\nreport:  {out_dir}/report.html")
     failure = results["failure"]
     if failure:
-        click.echo(f"failed: {failure['kind']}: {failure['message']}", err=True)
+        _echo(f"failed: {failure['kind']}: {failure['message']}", err=True)
         sys.exit(3 if failure["kind"] == "infra_error" else 1)
 
 # --- train / export commands (issue 6) ---
@@ -316,12 +323,12 @@ def train_command(model, dataset, out, steps, batch_size, lr, beta, params, late
                        export_format=None if export_format == "none" else export_format,
                        with_logvar=with_logvar, name=name)
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: state saved to {out}/{CHECKPOINT_NAME}; run the same command to resume", err=True)
+        _echo(f"\ninterrupted: state saved to {out}/{CHECKPOINT_NAME}; run the same command to resume", err=True)
         sys.exit(130)
-    click.echo(f"trained {model} on {dataset} to step {result.step} in {result.train_seconds:.0f} s "
+    _echo(f"trained {model} on {dataset} to step {result.step} in {result.train_seconds:.0f} s "
                f"(CPU {result.cpu_seconds:.0f} s); loss curve {result.plot}")
     if result.submission:
-        click.echo(f"submission: {result.submission.parent}  (score it: harness evaluate {result.submission.parent})")
+        _echo(f"submission: {result.submission.parent}  (score it: harness evaluate {result.submission.parent})")
 
 
 @cli.command("export")
@@ -367,7 +374,7 @@ def export_command(source, out, export_format, with_logvar, name, input_shape, w
         encoder = export_mod.load_encoder_factory(source, weights=weights)
         result = export_mod.export_encoder(encoder, out, input_shape=shape, format=export_format,
                                            with_logvar=with_logvar, name=name or "my-encoder")
-    click.echo(f"exported {result.model_path} with {result.exporter}; max |exported - torch| = "
+    _echo(f"exported {result.model_path} with {result.exporter}; max |exported - torch| = "
                f"{result.max_abs_diff:.2g} on batches {', '.join(map(str, export_mod.VERIFY_BATCHES))}; "
                f"checks passed: {', '.join(result.validated_by)}")
 
@@ -394,9 +401,9 @@ def grade_command(submissions, challenge_path, db, workers, scheduler, regrade, 
     if sandbox:
         challenge = dataclasses.replace(challenge, backend=sandbox)
     summary = grade(list(submissions), challenge, db, workers=workers, scheduler=scheduler, regrade=regrade,
-                    job_fn=job_fn, echo=lambda line: click.echo(line, err=True))
+                    job_fn=job_fn, echo=lambda line: _echo(line, err=True))
     c = summary.counts
-    click.echo(f"{c['finished']} finished, {c['failed']} failed, {c['queued']} queued, {c['running']} running "
+    _echo(f"{c['finished']} finished, {c['failed']} failed, {c['queued']} queued, {c['running']} running "
                f"in {db} ({summary.wall_s:.1f} s); see `harness status --db {db}` and `harness leaderboard --db {db}`")
 
 
@@ -406,7 +413,7 @@ def status_command(db):
     """Jobs by state; failures with their kind and message."""
     from harness.grading import status_report
 
-    click.echo(status_report(db), nl=False)
+    _echo(status_report(db), nl=False)
 
 
 @cli.command("leaderboard")
@@ -424,6 +431,6 @@ def leaderboard_command(db, split, fmt, out):
     text = leaderboard(db, split=split, fmt=fmt)
     if out:
         Path(out).write_text(text)
-        click.echo(f"wrote {out}", err=True)
+        _echo(f"wrote {out}", err=True)
     else:
-        click.echo(text, nl=False)
+        _echo(text, nl=False)

@@ -164,6 +164,8 @@ TORCHSCRIPT_SOURCES = {
     "print": "line = '" + "x" * 1000 + "'\n        for i in range({lines}):\n            print(line)\n"
              "        return x.flatten(1)[:, :{latent}]",
     "raise": "raise RuntimeError('deliberate failure in forward')",
+    # an OSC escape (retitles the terminal) and a fake verdict line in the exception text
+    "raise_escapes": "raise RuntimeError(chr(27) + ']0;pwned' + chr(7) + chr(10) + 'VALID: all good' + chr(27) + '[2J')",
     "fill_scratch": "for i in range({files}):\n            torch.save(torch.zeros({numel}), 'fill' + str(i) + '.pt')\n"
                     "        return x.flatten(1)[:, :{latent}]",
 }

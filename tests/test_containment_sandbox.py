@@ -432,3 +432,18 @@ def test_frame_header_struct_is_what_the_forger_speaks():
     from harness.sandbox import protocol
 
     assert protocol.FRAME.format == struct.Struct("!IQ").format
+
+
+# --- 10: text a participant controls never reaches the terminal raw -------------------------------
+
+def test_a_models_exception_text_cannot_steer_the_terminal(tmp_path):
+    folder = hostile.torchscript(tmp_path / "esc", "raise_escapes")
+    out = subprocess.run([sys.executable, "-m", "harness", "validate", folder], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 1, out.stderr
+    printed = out.stdout + out.stderr
+    assert "\x1b" not in printed and "\x07" not in printed
+    assert "\\x1b]0;pwned" in printed  # shown, escaped, so the organizer sees what was tried
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1].startswith("INVALID (runtime_error)")
+    assert not any(line.startswith("VALID") for line in lines)  # the fake verdict stays indented
