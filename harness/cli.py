@@ -160,7 +160,7 @@ def validate_command(submission, as_json, sandbox, device, wall_seconds, memory_
     probe batches of 1 and 257 images. Exit 0 when valid, 1 when not."""
     import json
 
-    from harness.submission import validate
+    from harness.sandbox import validate
 
     report = validate(submission, backend=sandbox, device=device,
                       limits=_sandbox_limits(wall_seconds, memory_mb, threads))

@@ -447,3 +447,26 @@ def test_a_models_exception_text_cannot_steer_the_terminal(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert lines[-1].startswith("INVALID (runtime_error)")
     assert not any(line.startswith("VALID") for line in lines)  # the fake verdict stays indented
+
+
+# --- 6: the grader's own memory -----------------------------------------------------------------
+
+def greedy_job(job: dict) -> dict:
+    """A job whose trusted side needs far more memory than its limit (what a huge code table did)."""
+    table = bytearray(job["megabytes"] << 20)
+    return {"bytes": len(table)}
+
+
+def test_the_trusted_job_process_has_a_memory_limit_of_its_own(tmp_path, monkeypatch):
+    from harness.grading.worker import WorkerProcess
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    spec = {"job_fn": "test_containment_sandbox:greedy_job", "job_memory_mb": 1024, "job": {"megabytes": 2048}}
+    outcome = WorkerProcess(spec, tmp_path / "w", log_cap_bytes=1 << 16, time_limit=120).wait()
+    assert outcome["status"] == "failed" and outcome["final"] is True, outcome
+    assert outcome["failure"]["kind"] == "infra_error" and "job_memory_mb" in outcome["failure"]["message"]
+    # the same job with room for it runs
+    spec["job_memory_mb"], spec["job"]["megabytes"] = 4096, 512
+    outcome = WorkerProcess(spec, tmp_path / "w2", log_cap_bytes=1 << 16, time_limit=120).wait()
+    assert outcome["status"] == "ok", outcome

@@ -14,7 +14,8 @@ from harness.cli import cli
 from harness.errors import InputError, SubmissionFailure
 from harness.sandbox import Limits, open_encoder
 from harness.sandbox.backends import BwrapBackend
-from harness.submission import load, validate
+from harness.sandbox import validate
+from harness.submission import load
 
 sys.path.insert(0, os.path.dirname(__file__))
 import hostile  # noqa: E402

@@ -9,7 +9,7 @@ check the result before returning:
    ``torch.export.load``), matches the PyTorch module to ``atol`` (1e-4) on batches of 1, 3 and 16
    (so the batch axis really is dynamic);
 2. ``harness.submission.load`` accepts the folder (manifest schema, files, no pickles), and, when
-   ``harness.submission.validate`` is available, the sandboxed validation passes too.
+   ``harness.sandbox.validate`` is available, the sandboxed validation passes too.
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def validate_submission(path) -> list[str]:
     """Run the submission checks that exist in this installation; returns the names of those that ran.
 
     ``harness.submission.load`` (manifest, files, no pickles) always; the sandboxed
-    ``harness.submission.validate`` (model loaded in the sandbox, probe batches) where it is installed.
+    ``harness.sandbox.validate`` (model loaded in the sandbox, probe batches) where it is installed.
     """
     from harness.submission import load
 
@@ -247,7 +247,7 @@ def validate_submission(path) -> list[str]:
     except SubmissionFailure as exc:
         raise InputError(f"the exported submission does not validate: {exc}") from None
     try:
-        from harness.submission.validate import validate
+        from harness.sandbox import validate
     except ImportError:
         return ["submission.load"]
     report = validate(path)

@@ -36,7 +36,7 @@ _SECTION_KEYS = {
     "ranking": {"method", "values", "lower_is_better"},
     "limits": {"wall_seconds", "memory_mb", "threads", "max_latent_dim", "scratch_mb"},
     "sandbox": {"backend", "device", "image"},
-    "grading": {"max_attempts", "lease_seconds", "log_cap_kb", "job_seconds"},
+    "grading": {"max_attempts", "lease_seconds", "log_cap_kb", "job_seconds", "job_memory_mb"},
 }
 
 
@@ -77,6 +77,7 @@ class Challenge:
     lease_seconds: float = 120.0
     log_cap_kb: int = 64
     job_seconds: float | None = None  # grader-side guard for a whole job; None: max(4 x wall, 3600)
+    job_memory_mb: int = 8192  # address space of the trusted job process (codes, metrics), not the model's
     source: str = ""
 
     @property
@@ -118,6 +119,7 @@ class Challenge:
             "lease_seconds": self.lease_seconds,
             "log_cap_kb": self.log_cap_kb,
             "job_seconds": self.job_seconds,
+            "job_memory_mb": self.job_memory_mb,
             **self.evaluation_config(),
         }
 
@@ -132,6 +134,7 @@ class Challenge:
             limits=Limits(**d["limits"]), backend=d["backend"], device=d["device"],
             image=d["image"], max_attempts=d["max_attempts"],
             lease_seconds=d["lease_seconds"], log_cap_kb=d["log_cap_kb"], job_seconds=d.get("job_seconds"),
+            job_memory_mb=d.get("job_memory_mb", 8192),
         )
 
 
@@ -370,8 +373,9 @@ def parse_challenge(text: str, *, path="challenge.toml") -> Challenge:
     job_seconds = g.get("job_seconds")
     if job_seconds is not None:
         typed("grading", "job_seconds", job_seconds, (int, float), "a number of seconds")
+    job_memory = typed("grading", "job_memory_mb", g.get("job_memory_mb", 8192), int, "an integer (MB)")
     for key, value in (("max_attempts", max_attempts), ("lease_seconds", lease), ("log_cap_kb", log_cap),
-                       ("job_seconds", job_seconds or 1)):
+                       ("job_seconds", job_seconds or 1), ("job_memory_mb", job_memory)):
         if value <= 0:
             raise p.error("grading", key, f"must be positive, got {value}")
 
@@ -380,5 +384,6 @@ def parse_challenge(text: str, *, path="challenge.toml") -> Challenge:
         metric_params=params, seed=seed, ranking_method=method, ranking_values=values, lower_is_better=lower,
         limits=Limits(float(wall), mem, threads, max_latent, scratch), backend=backend, device=device, image=image,
         max_attempts=max_attempts, lease_seconds=float(lease), log_cap_kb=log_cap,
-        job_seconds=float(job_seconds) if job_seconds is not None else None, source=text,
+        job_seconds=float(job_seconds) if job_seconds is not None else None, job_memory_mb=job_memory,
+        source=text,
     )

@@ -37,6 +37,7 @@ def job_spec(row, challenge: Challenge, job_fn: str | None) -> dict:
     return {
         "job_fn": job_fn or DEFAULT_JOB_FN,
         "threads": challenge.limits.threads,
+        "job_memory_mb": challenge.job_memory_mb,
         "docker_image": challenge.image if challenge.backend == "docker" else None,
         "job": {
             "id": row["id"], "attempt": row["attempts"], "submission": row["submission"],

@@ -39,6 +39,23 @@ def _die_with_parent(expected_parent: int | None) -> None:
         os._exit(1)  # the parent died before prctl took effect
 
 
+def _limit_own_memory(megabytes: int | None) -> None:
+    """Bound this trusted process (codes, metrics) apart from the model's sandbox: a soft
+    RLIMIT_AS, so the sandbox child it starts may set its own (or lift it for CUDA)."""
+    if not megabytes:
+        return
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = int(megabytes) * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ValueError, OSError):
+        pass
+
+
 def resolve(fn_name: str):
     module, _, attr = fn_name.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -66,6 +83,11 @@ def run_job(spec: dict) -> dict:
         outcome = {"status": "ok", "evaluation": evaluation}
     except SubmissionFailure as exc:
         outcome = {"status": "failed", "failure": exc.to_dict()}
+    except MemoryError:
+        # our own process, at its limit: the same job would hit it again, so no retry this run
+        outcome = {"status": "failed", "final": True, "failure": {
+            "kind": "infra_error", "message": f"the grader's job process ran out of its memory limit "
+            f"({spec.get('job_memory_mb')} MB; [grading] job_memory_mb in the challenge file)", "detail": None}}
     except InputError as exc:
         # the challenge named something this machine cannot provide (dataset file, metric): ours
         # ("final": retrying cannot help until the organizer fixes it; a new `grade` run retries)
@@ -85,6 +107,7 @@ def main(argv=None) -> int:
     parent = os.environ.get("HARNESS_GRADER_PID")
     _die_with_parent(int(parent) if parent else None)
     spec = json.loads(Path(spec_path).read_text())
+    _limit_own_memory(spec.get("job_memory_mb"))
     outcome = run_job(spec)
     tmp = outcome_path + ".tmp"
     with open(tmp, "w") as fh:

@@ -14,6 +14,13 @@ def open_encoder(submission, **options):
     return _open(submission, **options)
 
 
+def validate(path, **options) -> dict:
+    """See :func:`harness.sandbox.validation.validate`."""
+    from harness.sandbox.validation import validate as _validate
+
+    return _validate(path, **options)
+
+
 def __getattr__(name):
     if name in ("EncoderSession", "check_outputs"):
         from harness.sandbox import session
@@ -26,4 +33,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["Limits", "open_encoder", "EncoderSession", "BACKEND_NAMES"]
+__all__ = ["Limits", "open_encoder", "validate", "EncoderSession", "BACKEND_NAMES"]

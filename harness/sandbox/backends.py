@@ -9,7 +9,8 @@ group (session). Backends:
 ``bwrap``    the same launcher inside bubblewrap (its own PID/UTS namespaces and a filesystem that
              holds only what the child needs), then the launcher's own layers on top.
 ``docker``   extension point: see :mod:`harness.sandbox.docker` (issue 7 fills in the container).
-``none``     no child at all: the model runs in the calling process, UNSANDBOXED (trusted debugging).
+``none``     no child at all: the launcher's loop runs on a thread of the calling process,
+             UNSANDBOXED (trusted debugging); the same frames, so the session has one path.
 
 To add a backend, subclass :class:`Backend`, implement ``available`` and ``spawn``, and register it
 in ``BACKENDS``.
@@ -373,6 +374,87 @@ class BwrapBackend(ProcessBackend):
                                 close_fds=True, bufsize=0)
 
 
+class _InProcessChild:
+    """What the session sees of a backend "none" child: the launcher's serve loop on a thread of
+    this process, speaking the same frames over pipes (so the session has one code path)."""
+
+    def __init__(self, cfg: dict):
+        import threading
+
+        from harness.sandbox import launcher
+
+        to_child_r, self._to_child_w = os.pipe()
+        self._from_child_r, from_child_w = os.pipe()
+        self._log_r, self._log_w = os.pipe()  # the model prints to our own stderr; nothing comes here
+        self.stdin = os.fdopen(self._to_child_w, "wb", buffering=0)
+        self.stdout = os.fdopen(self._from_child_r, "rb", buffering=0)
+        self.stderr = os.fdopen(self._log_r, "rb", buffering=0)
+        self.pid = os.getpid()
+        self.returncode = None
+
+        def run():
+            code = 0
+            try:
+                from harness.sandbox import protocol
+
+                header, _ = protocol.recv(to_child_r)
+                launcher.serve(header["config"], to_child_r, from_child_w)
+            except Exception:  # noqa: BLE001 - the session sees a closed channel
+                code = 1
+            finally:
+                for fd in (to_child_r, from_child_w, self._log_w):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                self.returncode = code
+
+        self._thread = threading.Thread(target=run, name="harness-in-process-model", daemon=True)
+        self._thread.start()
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            self._thread.join(timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired("in-process model", timeout)
+        return self.returncode
+
+    def abandon(self):
+        """A thread cannot be killed: close our end (its loop ends at the next frame) and report it
+        as killed, so the session stops waiting for a model that may never return."""
+        try:
+            self.stdin.close()
+        except OSError:
+            pass
+        if self.returncode is None:
+            self.returncode = -signal.SIGKILL
+
+
+class InProcessBackend(Backend):
+    """``none``: the model runs in the calling process, UNSANDBOXED (trusted debugging only)."""
+
+    name = "none"
+    isolated = False
+    uses_cgroup = False
+
+    def available(self):
+        return True, "ok"
+
+    def layers(self, limits, device):
+        return {"namespaces": False, "landlock": False, "seccomp": False, "rlimits": False, "uid": None,
+                "no_new_privs": False}
+
+    def spawn(self, sd, cfg, cgroup=None):
+        cfg["in_process"] = True
+        return _InProcessChild(cfg)
+
+    def kill(self, proc, sd):
+        proc.abandon()
+
+
 class DockerBackend(Backend):
     """Delegates to :mod:`harness.sandbox.docker` (the container details belong to issue 7)."""
 
@@ -399,5 +481,5 @@ class DockerBackend(Backend):
         super().kill(proc, sd)
 
 
-BACKENDS = {"process": ProcessBackend, "bwrap": BwrapBackend, "docker": DockerBackend}
-BACKEND_NAMES = ("process", "bwrap", "docker", "none")
+BACKENDS = {"process": ProcessBackend, "bwrap": BwrapBackend, "docker": DockerBackend, "none": InProcessBackend}
+BACKEND_NAMES = tuple(BACKENDS)

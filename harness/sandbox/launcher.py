@@ -17,6 +17,8 @@ def apply_layers(cfg: dict) -> tuple[list[str], list[str]]:
 
     Returns (applied layer names, one line per layer saying what happened).
     """
+    if cfg.get("in_process"):  # backend "none": this is the caller's own process; touch nothing
+        return [], ["none: the model runs in this process; no isolation layer, no limits"]
     from harness.sandbox import layers as L
 
     L.preload_seccomp()  # find and load libseccomp while the whole filesystem is still visible

@@ -226,6 +226,9 @@ def set_rlimits(*, memory_mb: int | None, cpu_seconds: float | None, file_size_m
     plan = [("core", resource.RLIMIT_CORE, 0, 0)]
     if memory_mb:
         plan.append(("as", resource.RLIMIT_AS, memory_mb * 1024**2, memory_mb * 1024**2))
+    else:  # no limit asked for (CUDA): drop a soft one inherited from the grader's job process
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        plan.append(("as_lifted", resource.RLIMIT_AS, hard, hard))
     if cpu_seconds:
         soft = max(1, int(cpu_seconds))
         # soft < hard: SIGXCPU at the soft limit tells a CPU-limit kill apart from any other SIGKILL

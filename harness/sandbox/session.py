@@ -142,7 +142,6 @@ class EncoderSession:
         self._proc = None
         self._sd = None
         self._log = None
-        self._forward = None
         self._failed: SubmissionFailure | None = None
         self._tiling_noted = False
         self._started = time.monotonic()
@@ -170,7 +169,9 @@ class EncoderSession:
             raise SubmissionFailure("invalid_submission", f"latent_dim {sub.latent_dim} is over this grader's cap "
                                     f"of {self.limits.max_latent_dim} (the challenge sets it)")
         if self.backend_name == "none":
-            return self._start_in_process()
+            warnings.warn(UNSANDBOXED_NOTE, stacklevel=3)
+            print(f"WARNING: {UNSANDBOXED_NOTE}", file=sys.stderr)
+            self.notes.append(UNSANDBOXED_NOTE)
         backend = BACKENDS[self.backend_name]()
         ok, why = backend.available()
         if not ok:
@@ -215,7 +216,7 @@ class EncoderSession:
             for layer in self._cgroup.layers:
                 self.report.append(f"{layer}: ok: {self._cgroup.describe()} (memory {memory_mb} MB, "
                                    f"{self.limits.max_processes} processes, for the whole process tree)")
-        else:
+        elif backend.isolated:
             self.report.append(f"cgroup: NOT applied: {cgroup_why or 'the child could not join it'}")
         self._model_has_control = True  # the launcher's next step hands control to the model's code
         missing = [r for r in self.require_layers
@@ -229,27 +230,6 @@ class EncoderSession:
         self.info = {k: _text(info.get(k), 100) for k in ("runtime", "version", "device") if k in info}
         notes = info.get("notes") if isinstance(info.get("notes"), list) else []
         self.notes.extend(_text(n, 300) for n in notes[:10])
-        return self
-
-    def _start_in_process(self):
-        from harness.sandbox import loaders
-
-        warnings.warn(UNSANDBOXED_NOTE, stacklevel=3)
-        print(f"WARNING: {UNSANDBOXED_NOTE}", file=sys.stderr)
-        self.notes.append(UNSANDBOXED_NOTE)
-        self.report = ["none: the model runs in this process; no isolation layer, no limits"]
-        sub = self.submission
-        try:
-            self._forward, self.info = loaders.load_model(
-                fmt=sub.format, path=sub.model_path, root=sub.root, threads=self.limits.threads,
-                device=self.device, num_outputs=len(sub.outputs), input_shape=sub.input_shape)
-        except SubmissionFailure:
-            raise
-        except Exception as exc:  # the model's own code may raise anything while loading
-            kind = "memory_exceeded" if loaders.is_memory_error(exc) else "load_error"
-            raise SubmissionFailure(kind, f"loading the model raised {loaders.one_line(exc)}", str(exc)[-4000:]) \
-                from None
-        self.notes.extend(self.info.get("notes", []))
         return self
 
     def close(self) -> None:
@@ -385,18 +365,6 @@ class EncoderSession:
         n = chunk.shape[0]
         d = self.submission.latent_dim
         names = self.submission.outputs
-        if self._forward is not None:  # backend none
-            from harness.sandbox import loaders
-
-            try:
-                outputs = self._forward(loaders.prepare_batch(chunk, channels=self.submission.input_shape[0]))
-            except SubmissionFailure:
-                raise
-            except Exception as exc:
-                kind = "memory_exceeded" if loaders.is_memory_error(exc) else "runtime_error"
-                raise SubmissionFailure(kind, f"the model's forward raised {loaders.one_line(exc)}",
-                                        str(exc)[-4000:]) from None
-            return check_outputs(outputs, n=n, latent_dim=d, names=names)
         chunk = np.ascontiguousarray(chunk)
         # A well-behaved reply is n*d float32s per output; anything larger is refused unread.
         max_payload = len(names) * n * d * 4

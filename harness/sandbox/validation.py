@@ -53,7 +53,7 @@ def validate(path, *, backend: str = "process", limits=None, device: str = "cpu"
     stage = "manifest and files"
     sub = None
     try:
-        sub = load(path)
+        sub = load(path, max_latent_dim=limits.max_latent_dim)
         report["submission"] = sub.summary()
         report["manifest"] = sub.manifest
         _check(report, "manifest and files", True,
