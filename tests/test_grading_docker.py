@@ -128,6 +128,7 @@ def test_docker_session_is_locked_down_and_encodes_like_the_process_backend(tmp_
     assert any(b.endswith(":/sandbox/model:ro") for b in host["Binds"])
     assert attrs["Config"]["User"] and not attrs["Config"]["User"].startswith("0:")
     assert any(layer.startswith("docker:net=none") for layer in layers)
+    assert "size=64m" in host["Tmpfs"]["/sandbox/scratch"] and "scratch_quota:64m" in layers  # bounded disk
     with pytest.raises(Exception, match="No such container|404"):
         docker_backend.client().containers.get(cid)  # removed when the session closed
 

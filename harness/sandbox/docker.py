@@ -111,10 +111,11 @@ def _to_container(value, host_root: str):
 
 
 def container_options(*, image: str, command: list, mounts: dict, limits, uid: int | None, env: dict,
-                      devices=()) -> dict:
+                      devices=(), scratch: tuple[str, int] | None = None) -> dict:
     """Keyword arguments of ``docker.containers.create`` for one sandboxed child.
 
-    ``mounts``: host path -> (container path, "ro" | "rw").
+    ``mounts``: host path -> (container path, "ro" | "rw"). ``scratch``: (container path, MB) of the
+    child's size-limited tmpfs scratch folder.
     """
     memory = f"{int(limits.memory_mb)}m" if getattr(limits, "memory_mb", None) else None
     options = {
@@ -127,7 +128,8 @@ def container_options(*, image: str, command: list, mounts: dict, limits, uid: i
         "security_opt": ["no-new-privileges"],
         "pids_limit": int(getattr(limits, "max_processes", None) or 256),
         "nano_cpus": int(max(1, getattr(limits, "threads", 1)) * 1e9),
-        "tmpfs": {"/tmp": "rw,noexec,nosuid,size=64m"},
+        "tmpfs": {"/tmp": "rw,noexec,nosuid,size=64m",
+                  **({scratch[0]: f"rw,nosuid,nodev,size={int(scratch[1])}m,mode=1777"} if scratch else {})},
         "volumes": {host: {"bind": inside, "mode": mode} for host, (inside, mode) in mounts.items()},
         "environment": env,
         "working_dir": env.get("HOME", "/"),
@@ -180,12 +182,14 @@ def spawn(sd, cfg: dict) -> subprocess.Popen:
     cfg["expose_paths"] = []
     cfg["devices"] = [d for d in cfg["devices"] if d == "/dev/null"]
     limits = _Limits(cfg)
+    scratch_mb = cfg.pop("scratch_mb", None)  # docker makes the tmpfs; the launcher has no mount namespace
     env = _to_container(clean_env(sd, cfg["threads"]), host_root)
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     options = container_options(
         image=image_name(), command=[python_path(), "-I", "-S", "-B", "-c", _BOOTSTRAP.format(lib=inner["lib"])],
-        mounts={sd.lib: (inner["lib"], "ro"), sd.model: (inner["model"], "ro"), sd.scratch: (inner["scratch"], "rw")},
-        limits=limits, uid=uid, env=env,
+        mounts={sd.lib: (inner["lib"], "ro"), sd.model: (inner["model"], "ro"),
+                **({} if scratch_mb else {sd.scratch: (inner["scratch"], "rw")})},
+        limits=limits, uid=uid, env=env, scratch=(inner["scratch"], scratch_mb) if scratch_mb else None,
     )
     c = client()
     try:
@@ -199,6 +203,8 @@ def spawn(sd, cfg: dict) -> subprocess.Popen:
     cfg["external_layers"] = [
         f"docker:net=none,pid,ipc,uts,mount,read_only,cap_drop=ALL,no_new_privileges,user={uid},"
         f"memory={options.get('mem_limit')},pids={options['pids_limit']},cpus={options['nano_cpus'] / 1e9:g}"]
+    if scratch_mb:
+        cfg["external_layers"].append(f"scratch_quota:{int(scratch_mb)}m")
     proc = ContainerProcess(["docker", "start", "--attach", "--interactive", container.id],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True, close_fds=True, bufsize=0)

@@ -53,6 +53,10 @@ def apply_layers(cfg: dict) -> tuple[list[str], list[str]]:
     if namespaces:
         record("private_tmp", L.cover_shared_dirs(cfg.get("keep_paths", [])))
         os.chdir(cfg["write_paths"][0])  # the working folder was the one under the new mounts
+    elif not cfg.get("external_layers"):
+        # the backend made no mounts of its own either: say what is missing and why
+        for name in ("scratch_quota", "private_tmp"):
+            report.append(f"{name}: NOT applied: needs the mount namespace")
     rl = dict(cfg["rlimits"])
     if uid is None:
         rl["max_processes"] = None  # RLIMIT_NPROC would count every process of our own uid
