@@ -58,6 +58,30 @@ def export_reference_encoder(folder: str, fmt: str = "onnx") -> str:
         return "same architecture exported in the bench (harness.baseline not importable)"
 
 
+class DirectEncoder:
+    """The model called straight from this process (the runtime, the same settings and uint8 ->
+    float32 conversion, batch by batch): the floor every backend is measured against."""
+
+    _proc = None
+    _sd = None
+    layers: list = []
+
+    def __init__(self, sub, limits):
+        from harness.sandbox import loaders
+
+        self._prepare = loaders.prepare_batch
+        self._channels = sub.input_shape[0]
+        self._batch = limits.batch_size
+        self._forward, _ = loaders.load_model(fmt=sub.format, path=sub.model_path, root=sub.root,
+                                              threads=limits.threads, device="cpu", num_outputs=1,
+                                              input_shape=sub.input_shape)
+
+    def encode(self, images):
+        x = images.transpose(0, 3, 1, 2)
+        return np.concatenate([self._forward(self._prepare(x[i:i + self._batch], channels=self._channels))[0]
+                               for i in range(0, len(x), self._batch)])
+
+
 def child_cpu_seconds(enc) -> float:
     """CPU time of the sandboxed child: every process of its uid (bwrap: the launcher is a grandchild)."""
     if enc._proc is None:
@@ -98,7 +122,8 @@ def compare(sub, backends, images, limits, repeats):
         for backend in backends:
             t0 = time.perf_counter()
             try:
-                enc = stack.enter_context(open_encoder(sub, backend=backend, limits=limits))
+                enc = DirectEncoder(sub, limits) if backend == "direct" else \
+                    stack.enter_context(open_encoder(sub, backend=backend, limits=limits))
             except Exception as exc:  # noqa: BLE001 - report and go on
                 print(f"{backend}: unavailable: {exc}")
                 continue
@@ -166,19 +191,20 @@ def main(argv=None):
             how = export_reference_encoder(os.path.join(tmp, "ref"), fmt)
             print(f"model: reference conv encoder (DESIGN 7), {fmt}, {how}")
             sub = load(os.path.join(tmp, "ref"))
-            backends = ["none"] + [b for b in args.backends.split(",") if b and b != "none"]
+            backends = ["direct", "none"] + [b for b in args.backends.split(",") if b and b not in ("none", "direct")]
             results = compare(sub, backends, images, limits, args.repeats)
             sub.close()
-        base = statistics.median(results["none"][0])
-        base_cpu = results["none"][1]
+        base = statistics.median(results["direct"][0])
+        base_cpu = results["direct"][1]
+        labels = {"direct": "in-process (runtime direct)", "none": "unsandboxed (backend none)"}
         for backend, (rates, cpu_k, start_s, codes, layers) in results.items():
             rate = statistics.median(rates)
-            label = "in-process (backend none)" if backend == "none" else f"sandboxed ({backend})"
+            label = labels.get(backend, f"sandboxed ({backend})")
             line = (f"  {label:28s} {rate:7.0f} images/s (runs {', '.join(f'{r:.0f}' for r in rates)})  "
                     f"CPU {cpu_k:5.0f} ms per 1000 images ({1e6 / cpu_k:5.0f} images per CPU-second)")
-            if backend != "none":
+            if backend != "direct":
                 line += (f"  overhead: wall {100 * (1 - rate / base):+.1f}%, CPU {100 * (cpu_k / base_cpu - 1):+.1f}%"
-                         f"  start {start_s:.2f} s  identical codes: {np.array_equal(codes, results['none'][3])}"
+                         f"  start {start_s:.2f} s  identical codes: {np.array_equal(codes, results['direct'][3])}"
                          f"  layers: {len(layers)}")
             print(line)
     if args.flood_mb:

@@ -342,7 +342,7 @@ class EncoderSession:
     # -- encoding ----------------------------------------------------------------------------------
 
     def _prepare(self, images) -> np.ndarray:
-        """NHWC uint8 (or float in [0, 1]) -> NCHW, checked against the manifest."""
+        """NHWC uint8 (or float in [0, 1]), checked against the manifest (sent as NCHW by chunk)."""
         if not isinstance(images, np.ndarray):
             images = np.asarray(images)
         if images.ndim != 4:
@@ -359,7 +359,7 @@ class EncoderSession:
         if c == 1 and want_c == 3 and not self._tiling_noted:
             self._tiling_noted = True
             self.notes.append("1-channel images were tiled to 3 channels for this 3-channel model")
-        return images.transpose(0, 3, 1, 2)
+        return images
 
     def _encode_chunk(self, chunk: np.ndarray, deadline: float | None) -> list[np.ndarray]:
         n = chunk.shape[0]
@@ -417,9 +417,9 @@ class EncoderSession:
         deadline = self._deadline()  # the wall-clock limit covers the whole call, all chunks
         # The model sees the images in a secret order, so a position in a batch says nothing about them.
         order = self._order.permutation(n)
-        x = x[order]
-        parts = [self._encode_chunk(x[i:i + self.limits.batch_size], deadline)
-                 for i in range(0, n, self.limits.batch_size)]
+        step = self.limits.batch_size
+        # gathered chunk by chunk from the caller's NHWC rows: no whole shuffled copy is held
+        parts = [self._encode_chunk(x[order[i:i + step]].transpose(0, 3, 1, 2), deadline) for i in range(0, n, step)]
         self.images_encoded += n
         results = []
         for j in range(len(self.submission.outputs)):
