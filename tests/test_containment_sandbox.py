@@ -470,3 +470,22 @@ def test_the_trusted_job_process_has_a_memory_limit_of_its_own(tmp_path, monkeyp
     spec["job_memory_mb"], spec["job"]["megabytes"] = 4096, 512
     outcome = WorkerProcess(spec, tmp_path / "w2", log_cap_bytes=1 << 16, time_limit=120).wait()
     assert outcome["status"] == "ok", outcome
+
+
+def test_the_code_table_is_budgeted_before_anything_is_encoded():
+    from harness import datasets
+    from harness.errors import InputError
+    from harness.evaluation.evaluate import resolve_metrics, run_dataset
+
+    calls = []
+
+    def encode(images):
+        calls.append(len(images))
+        return np.zeros((len(images), 4), np.float32)
+
+    specs = resolve_metrics(None, ["mig"], {"mig": {"num_train": 500, "n_bootstrap": 10}})
+    with pytest.raises(InputError, match="budget"):
+        run_dataset(datasets.load("dummy"), specs, encode, code_dim=256, max_table_mb=0.01, with_diagnostics=False)
+    assert calls == []
+    entry, _ = run_dataset(datasets.load("dummy"), specs, encode, code_dim=4, with_diagnostics=False)
+    assert sum(calls) == entry["timing"]["images_encoded"] > 0

@@ -19,7 +19,10 @@ import numpy as np
 from harness.datasets.montage import traversal_indices
 from harness.errors import InputError, SubmissionFailure
 from harness.evaluation import diagnostics as diag_mod
-from harness.evaluation.plan import DEFAULT_CHUNK_SIZE, Timing, build_code_table
+from harness.evaluation.plan import DEFAULT_CHUNK_SIZE, Timing, build_code_table, table_rows
+
+#: the most memory one dataset's code table may take (float32 rows x latent_dim), checked before encoding
+CODE_TABLE_BUDGET_MB = 4096
 from harness.evaluation.results import environment, new_results, to_jsonable, write_results
 
 #: rows used for the report's mutual-information matrix and importance diagram
@@ -116,10 +119,13 @@ def dataset_info(dataset) -> dict:
 
 def run_dataset(dataset, specs: list[tuple], encode, *, seed: int = 0, preset: str | None = None,
                 cache=None, progress: bool = False, notes=(), with_diagnostics: bool = True,
-                chunk_size: int = DEFAULT_CHUNK_SIZE, batch_size: int = 2048) -> tuple[dict, dict | None]:
+                chunk_size: int = DEFAULT_CHUNK_SIZE, batch_size: int = 2048, code_dim: int | None = None,
+                max_table_mb: int = CODE_TABLE_BUDGET_MB) -> tuple[dict, dict | None]:
     """Plan, encode once with ``encode`` (any uint8 NHWC -> (N, D) callable), score.
 
-    Returns the ``evaluations`` entry and the report's arrays (None without diagnostics).
+    ``code_dim`` (the submission's latent_dim): the code table's size is checked against
+    ``max_table_mb`` before anything is encoded. Returns the ``evaluations`` entry and the
+    report's arrays (None without diagnostics).
     """
     t_start = time.perf_counter()
     metric_s: dict[str, float] = {}
@@ -134,6 +140,12 @@ def run_dataset(dataset, specs: list[tuple], encode, *, seed: int = 0, preset: s
             raise InputError(f"metric {spec.name}: {exc}") from None
         metric_s[spec.name] = time.perf_counter() - t0
 
+    if code_dim:
+        need_mb = table_rows(dataset, requests) * int(code_dim) * 4 / 2**20
+        if need_mb > max_table_mb:
+            raise InputError(f"{dataset.name}: the codes of this plan would take {need_mb:,.0f} MB "
+                             f"(latent_dim {code_dim}), over the {max_table_mb:,} MB budget: lower the metrics' "
+                             "sizes or [limits] max_latent_dim")
     timing = Timing()
     table, timing = build_code_table(
         dataset, requests, encode, cache=cache, chunk_size=chunk_size, batch_size=batch_size, timing=timing,
@@ -296,7 +308,7 @@ def _evaluate_dataset(submission, dataset, *, preset, metrics, metric_params, se
             stack.callback(sub.close)  # an unpacked archive's temporary folder
         session = stack.enter_context(open_session(sub, sandbox=sandbox, device=device, limits=limits))
         dcache = DatasetCache(cache, sub.sha256, ds) if cache else None
-        return run_dataset(ds, specs, session.encode, seed=seed, preset=preset, cache=dcache,
+        return run_dataset(ds, specs, session.encode, seed=seed, preset=preset, cache=dcache, code_dim=sub.latent_dim,
                            progress=_auto_progress(progress), notes=getattr(session, "notes", []),
                            with_diagnostics=with_diagnostics)
 
@@ -361,6 +373,7 @@ def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "c
                 dcache = DatasetCache(cache, sub.sha256, ds) if cache else None
                 seen = len(getattr(session, "notes", []))
                 entry, arrays = run_dataset(ds, specs, session.encode, seed=seed, preset=preset, cache=dcache,
+                                            code_dim=sub.latent_dim,
                                             progress=progress)
                 # notes raised while encoding this dataset (e.g. channel tiling) belong to it alone
                 entry["notes"] = session_notes + list(getattr(session, "notes", []))[seen:] + entry["notes"]

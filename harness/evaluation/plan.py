@@ -164,6 +164,13 @@ def encode_request_stream(dataset, request, encode, *, chunk_size: int, batch_si
     return np.concatenate(parts)
 
 
+def table_rows(dataset, requests: dict) -> int:
+    """Rows of codes the table will hold: unique grid points, or every sample when stochastic."""
+    if getattr(dataset, "stochastic", False):
+        return sum(len(_request_indices(r)) for r in requests.values())
+    return len(unique_indices(requests.values()))
+
+
 def build_code_table(dataset, requests: dict, encode, *, cache=None, chunk_size: int = DEFAULT_CHUNK_SIZE,
                      batch_size: int = 2048, progress_factory=None, timing: Timing | None = None) -> tuple[CodeTable, Timing]:
     """Encode what ``requests`` (metric name -> ObservationRequest) need, each observation once.

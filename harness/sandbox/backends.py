@@ -369,7 +369,8 @@ class BwrapBackend(ProcessBackend):
         cmd += python_command(sd.lib)
         cfg["external_layers"] = external
         cfg["expose_paths"] = []  # only bound paths exist inside, all reachable
-        return subprocess.Popen(join_command(cgroup, cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        return subprocess.Popen(join_command(cgroup, cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE,
                                 env=clean_env(sd, cfg["threads"]), cwd=sd.scratch, start_new_session=True,
                                 close_fds=True, bufsize=0)
 

@@ -314,7 +314,8 @@ class EncoderSession:
             self._fail(death)
         except ValueError as exc:  # garbage on the channel: the model wrote to our pipe
             kind = "infra_error" if ours else "bad_output"
-            self._fail(SubmissionFailure(kind, f"the result channel was corrupted while {what}: {_text(str(exc), 200)}"))
+            self._fail(SubmissionFailure(kind, f"the result channel was corrupted while {what}: "
+                                         f"{_text(str(exc), 200)}"))
         ok = reply.get("ok")
         if not isinstance(ok, bool):
             self._fail(SubmissionFailure("infra_error" if ours else "bad_output",
