@@ -330,6 +330,22 @@ def _counter_encoder(folder, latent=4) -> str:
                                                            latent_dim=latent))
 
 
+def _chance_mig(in_grid_order: np.ndarray, draws: int = 30) -> float:
+    """The highest MIG of ``in_grid_order``'s codes dealt to the grid points in random orders
+    (seeded): what "at chance" means for this code on the 120-point dummy grid."""
+    from harness import datasets, metrics
+
+    ds = datasets.load("dummy")
+    factors = ds.index_to_factors(np.arange(ds.num_observations))
+    rng = np.random.default_rng(0)
+    best = 0.0
+    for _ in range(draws):
+        codes = np.empty_like(in_grid_order)
+        codes[rng.permutation(len(codes))] = in_grid_order
+        best = max(best, metrics.mig(codes, factors, n_bootstrap=0)["discrete_mig"])
+    return best
+
+
 SMALL_MIG_DCI = {"mig": {"num_train": 2000, "n_bootstrap": 10},
                  "dci": {"num_train": 600, "num_test": 300, "n_jobs": 1, "n_bootstrap": 10}}
 
@@ -349,7 +365,7 @@ def test_a_pixel_blind_encoder_scores_at_chance(tmp_path):
     assert metrics.mig(in_order, ds.index_to_factors(idx))["discrete_mig"] > 0.7
     scores = evaluate_dataset(folder, "dummy", preset=None, metrics=["mig", "dci"], metric_params=SMALL_MIG_DCI,
                               limits=FAST, device="cpu", progress=False)["metrics"]
-    assert scores["mig"]["discrete_mig"] < 0.1, scores["mig"]
+    assert scores["mig"]["discrete_mig"] <= _chance_mig(in_order) + 0.02, scores["mig"]
     assert scores["dci"]["disentanglement"] < 0.3, scores["dci"]
 
 
@@ -368,7 +384,7 @@ def test_a_stateful_encoder_counting_its_calls_scores_at_chance(tmp_path):
                               metric_params={"mig": SMALL_MIG_DCI["mig"]},
                               limits=Limits(wall_seconds=60, load_wall_seconds=120, batch_size=16),
                               device="cpu", progress=False)["metrics"]
-    assert scores["mig"]["discrete_mig"] < 0.1, scores["mig"]
+    assert scores["mig"]["discrete_mig"] <= _chance_mig(in_order) + 0.02, scores["mig"]
 
 
 # --- 11: small fixes ----------------------------------------------------------------------------
