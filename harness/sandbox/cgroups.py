@@ -88,8 +88,11 @@ class SessionCgroup:
     def layers(self) -> list[str]:
         return [f"cgroup:{c}" for c in self.controllers]
 
-    def describe(self) -> str:
-        return f"cgroup v{self.version} " + ", ".join(f"{c} at {d}" for c, d in sorted(self.dirs.items()))
+    def report(self, memory_mb, max_processes) -> list[str]:
+        """One line per controller, for the session's layer report."""
+        limit = {"memory": f"{memory_mb} MB", "pids": f"{max_processes} processes"}
+        return [f"cgroup:{c}: ok: {limit[c]} for the whole process tree (cgroup v{self.version}, {self.dirs[c]})"
+                for c in self.controllers]
 
     def contains(self, pid: int) -> bool:
         return all(str(pid) in _read(f).split() for f in self.procs_files)

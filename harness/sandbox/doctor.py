@@ -107,7 +107,7 @@ def probe(backend: str = "process", *, limits: Limits | None = None, secret_file
         layers, report = list(reply["layers"]), list(reply["report"])
         if cgroup is not None and cgroup.contains(proc.pid):
             layers += cgroup.layers
-            report += [f"{layer}: ok: {cgroup.describe()}" for layer in cgroup.layers]
+            report += cgroup.report(limits.memory_mb, limits.max_processes)
         else:
             report.append(f"cgroup: NOT applied: {cgroup_why or 'the child could not join it'}")
         result = {"backend": backend, "available": True, "layers": layers, "report": report, **reply["checks"]}

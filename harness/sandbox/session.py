@@ -213,9 +213,7 @@ class EncoderSession:
         self.report = [_text(x, 1000) for x in header.get("report", [])][:64]
         if self._cgroup is not None and self._cgroup.contains(self._proc.pid):
             self.layers.extend(self._cgroup.layers)
-            for layer in self._cgroup.layers:
-                self.report.append(f"{layer}: ok: {self._cgroup.describe()} (memory {memory_mb} MB, "
-                                   f"{self.limits.max_processes} processes, for the whole process tree)")
+            self.report.extend(self._cgroup.report(memory_mb, self.limits.max_processes))
         elif backend.isolated:
             self.report.append(f"cgroup: NOT applied: {cgroup_why or 'the child could not join it'}")
         self._model_has_control = True  # the launcher's next step hands control to the model's code
