@@ -130,7 +130,7 @@ def _copy_package(dest: str) -> None:
 
     src = os.path.dirname(os.path.abspath(harness.__file__))
     os.makedirs(os.path.join(dest, "harness", "sandbox"))
-    for rel in ("__init__.py", "errors.py", "allocator.py"):
+    for rel in ("__init__.py", "errors.py", "allocator.py", "pt2_rules.py"):
         shutil.copy(os.path.join(src, rel), os.path.join(dest, "harness", rel))
     for name in os.listdir(os.path.join(src, "sandbox")):
         if name.endswith(".py"):

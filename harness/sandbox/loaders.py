@@ -12,6 +12,8 @@ import os
 
 from harness.allocator import keep_freed_memory
 from harness.errors import SubmissionFailure
+from harness.pt2_rules import (HIGHER_ORDER_OPS, OP_NAMESPACES, PYTHON_OPS, guard_problem, is_dotted_name,
+                               is_identifier, not_an_operator, shown, spec_key_ok, sympy_expression_problem)
 
 ONNX_ALLOWED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 # Domains whose operators onnxruntime implements itself (contrib ops, its internal layouts, ATen):
@@ -46,12 +48,6 @@ def is_memory_error(exc: BaseException) -> bool:
 
 
 # --- ONNX ---------------------------------------------------------------------------------------
-
-def _shown(text, limit: int = 60) -> str:
-    """A name from the model for a one-line message: control characters replaced, at most ``limit``."""
-    text = str(text)
-    return repr("".join(c if c.isprintable() else "?" for c in text[:limit]) + ("..." if len(text) > limit else ""))
-
 
 def _onnx_nodes(model):
     """Every node: the main graph's, the local functions', and those of every subgraph (If/Loop/Scan
@@ -102,8 +98,8 @@ def _check_onnx_domains(model) -> None:
     contrib kernel, not its body."""
     for f in model.functions:
         if onnx_domain_is_reserved(f.domain):
-            raise _fail("load_error", f"the model defines a local function {_shown(f.name)} in the domain "
-                        f"{_shown(f.domain)}, which belongs to ONNX or onnxruntime (the runtime's own kernel would "
+            raise _fail("load_error", f"the model defines a local function {shown(f.name)} in the domain "
+                        f"{shown(f.domain)}, which belongs to ONNX or onnxruntime (the runtime's own kernel would "
                         "run instead of the function): give model-local functions a domain of your own, "
                         "e.g. 'my.functions'")
     local_functions = {(f.domain, f.name) for f in model.functions}
@@ -111,7 +107,7 @@ def _check_onnx_domains(model) -> None:
                   if n.domain not in ONNX_ALLOWED_DOMAINS and (n.domain, n.op_type) not in local_functions})
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise _fail("load_error", f"the model uses operators from domain(s) {', '.join(map(_shown, bad[:3]))}{more}; "
+        raise _fail("load_error", f"the model uses operators from domain(s) {', '.join(map(shown, bad[:3]))}{more}; "
                     f"only the standard ONNX domains {', '.join(map(repr, ONNX_ALLOWED_DOMAINS))} (and the model's "
                     "own functions) are allowed: export without custom or contrib ops")
 
@@ -237,112 +233,7 @@ def _no_pickle_code():
 # --- torch.export: what must hold before program.module() generates and runs code -------------
 # The parent checks the .pt2's JSON before any runtime sees it (harness.submission.formats, which
 # documents each attack); the child checks what torch actually loaded, for a child started without
-# that check. The child has no harness.submission, so the lists are repeated here
-# (tests/test_containment_models.py keeps them equal to formats').
-
-PT2_OP_NAMESPACES = frozenset({"aten", "prims"})
-PT2_HIGHER_ORDER_OPS = frozenset({"cond", "while_loop", "while_loop_stack_output", "map_impl", "scan",
-                                  "associative_scan", "wrap_with_set_grad_enabled", "wrap_with_autocast",
-                                  "invoke_subgraph", "auto_functionalized", "auto_functionalized_v2",
-                                  "with_effects", "out_dtype", "flex_attention", "hints_wrapper"})
-PT2_PYTHON_OPS = frozenset({
-    "_operator.abs", "_operator.add", "_operator.and_", "_operator.eq", "_operator.floordiv", "_operator.ge",
-    "_operator.getitem", "_operator.gt", "_operator.le", "_operator.lshift", "_operator.lt", "_operator.mod",
-    "_operator.mul", "_operator.ne", "_operator.neg", "_operator.not_", "_operator.or_", "_operator.pos",
-    "_operator.pow", "_operator.rshift", "_operator.sub", "_operator.truediv", "math.trunc", "math.floor",
-    "math.ceil", "math.sqrt", "torch._sym_sqrt", "torch.sym_float", "torch.sym_int", "torch.sym_ite",
-    "torch.sym_max", "torch.sym_min", "torch.sym_not", "torch.sym_sum",
-    "torch.fx.experimental.symbolic_shapes.cast_symbool_to_symint_guardless"})
-PT2_SYMPY_CALLS = frozenset({
-    "Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", "Mod", "Max", "Min", "Abs", "Eq", "Ne",
-    "Lt", "Le", "Gt", "Ge", "Equality", "Unequality", "StrictLessThan", "StrictGreaterThan", "LessThan",
-    "GreaterThan", "And", "Or", "Not", "floor", "ceiling", "FloorDiv", "ModularIndexing", "Where", "PythonMod",
-    "CleanDiv", "CeilToInt", "FloorToInt", "CeilDiv", "LShift", "RShift", "PowByNatural", "FloatPow",
-    "FloatTrueDiv", "IntTrueDiv", "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt",
-    "RoundToInt", "RoundDecimal", "ToFloat", "Identity"})
-PT2_SYMPY_NAMES = frozenset({"oo", "zoo", "nan", "true", "false", "int_oo", "pi", "E"})
-PT2_GUARD_NAMES = frozenset({"L", "math", "abs", "min", "max", "int", "float", "round",
-                             "IsNonOverlappingAndDenseIndicator", "cast_symbool_to_symint_guardless"})
-PT2_GUARD_ATTRS = frozenset({"size", "stride", "storage_offset", "dim", "numel", "floor", "ceil", "trunc", "sqrt",
-                             "isnan", "isinf", "inf", "nan", "pi", "exp", "log", "log2"})
-MAX_PT2_EXPRESSION_CHARS = 4096
-
-
-def _is_identifier(text) -> bool:
-    return isinstance(text, str) and text.isascii() and text.isidentifier()
-
-
-def _is_dotted_name(text) -> bool:
-    """``layers.0.weight``: ASCII identifiers and indexes; fx pastes names into code unescaped."""
-    return isinstance(text, str) and all(p.isascii() and (p.isidentifier() or p.isdigit()) for p in text.split("."))
-
-
-def _expression_nodes(text: str):
-    """The AST nodes of ``text`` (one expression), breadth-first; None if it is no bounded expression."""
-    import ast
-
-    if not isinstance(text, str) or len(text) > MAX_PT2_EXPRESSION_CHARS:
-        return None
-    try:
-        return list(ast.walk(ast.parse(text, mode="eval")))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-
-
-def _sympy_text_ok(text: str) -> bool:
-    """What sympy.sympify may eval: sympy constructors of symbols and numbers (torch writes srepr)."""
-    import ast
-    import re
-
-    nodes = _expression_nodes(text)
-    if nodes is None:
-        return False
-    for node in nodes:
-        if isinstance(node, ast.Call):
-            ok = (isinstance(node.func, ast.Name) and node.func.id in PT2_SYMPY_CALLS
-                  and not any(isinstance(a, ast.Starred) for a in node.args)
-                  and all(k.arg and isinstance(k.value, ast.Constant) and isinstance(k.value.value, (bool, int))
-                          for k in node.keywords))
-        elif isinstance(node, ast.Name):
-            ok = (node.id in PT2_SYMPY_CALLS or node.id in PT2_SYMPY_NAMES
-                  or re.fullmatch(r"[a-z]{1,4}[0-9]+", node.id) is not None)
-        elif isinstance(node, ast.Constant):
-            v = node.value
-            ok = (_is_identifier(v) or re.fullmatch(r"[-+]?[0-9][0-9.eE+-]*", v) is not None) if isinstance(v, str) \
-                else v is None or isinstance(v, (bool, int, float))
-        else:
-            ok = isinstance(node, (ast.Expression, ast.keyword, ast.UnaryOp, ast.BinOp, ast.BoolOp, ast.Compare,
-                                   ast.Load, ast.operator, ast.unaryop, ast.boolop, ast.cmpop))
-        if not ok:
-            return False
-    return True
-
-
-def _guard_ok(text: str) -> bool:
-    """What program.module() may exec as a guard: comparisons of input sizes, ``L['x'].size()[0] >= 2``."""
-    import ast
-
-    nodes = _expression_nodes(text)
-    if nodes is None:
-        return False
-    for node in nodes:
-        if isinstance(node, ast.Name):
-            ok = node.id in PT2_GUARD_NAMES
-        elif isinstance(node, ast.Attribute):
-            ok = node.attr in PT2_GUARD_ATTRS
-        elif isinstance(node, ast.Call):
-            ok = not node.keywords and not any(isinstance(a, ast.Starred) for a in node.args)
-        elif isinstance(node, ast.Subscript):
-            ok = isinstance(node.slice, ast.Constant)
-        elif isinstance(node, ast.Constant):
-            v = node.value
-            ok = _is_identifier(v) if isinstance(v, str) else v is None or isinstance(v, (bool, int, float))
-        else:
-            ok = isinstance(node, (ast.Expression, ast.UnaryOp, ast.BinOp, ast.BoolOp, ast.Compare, ast.IfExp,
-                                   ast.Load, ast.operator, ast.unaryop, ast.boolop, ast.cmpop))
-        if not ok:
-            return False
-    return True
+# that check. Both apply the rules of harness.pt2_rules, which the child's private copy holds.
 
 
 @contextlib.contextmanager
@@ -350,7 +241,7 @@ def _no_code_from_the_file(refused: list):
     """While loading a .pt2, refuse what would run code named by the file; each refusal's message
     goes to ``refused`` (torch wraps the exceptions raised here into its own, or swallows them).
 
-    - sympy.sympify evals every ``expr_str``: only expressions of sizes (:func:`_sympy_text_ok`);
+    - sympy.sympify evals every ``expr_str``: only expressions of sizes (``sympy_expression_problem``);
     - pytree specs import the module a context names (``__enum__``, defaultdict factories);
     - custom-object constants go through TorchScript's unpickler;
     - an AOTInductor package (``data/aotinductor/``) is a shared library torch would load.
@@ -365,8 +256,8 @@ def _no_code_from_the_file(refused: list):
     saved = (sympy.sympify, _pytree.importlib, torch._C._pickle_load_obj, _package._load_aoti)
 
     def sympify(a, *args, **kwargs):
-        if isinstance(a, str) and not _sympy_text_ok(a):
-            return refuse(f"has a symbolic shape that is not a sympy expression of sizes: {_shown(a)}")
+        if isinstance(a, str) and sympy_expression_problem(a):
+            return refuse(f"has a symbolic shape that is not a sympy expression of sizes: {shown(a)}")
         return saved[0](a, *args, **kwargs)
 
     def refuse(message, *args, **kwargs):
@@ -375,7 +266,7 @@ def _no_code_from_the_file(refused: list):
 
     sympy.sympify = sympify
     _pytree.importlib = types.SimpleNamespace(metadata=saved[1].metadata, import_module=lambda name, *a: refuse(
-        f"names a Python module to import in an input/output spec: {_shown(name)}"))
+        f"names a Python module to import in an input/output spec: {shown(name)}"))
     torch._C._pickle_load_obj = lambda *a: refuse("holds a custom-object constant (a pickle); an encoder's constants "
                                                   "must be tensors")
     _package._load_aoti = lambda *a, **k: refuse("holds an AOTInductor package (compiled code), which is not accepted")
@@ -394,24 +285,23 @@ def _callable_problem(target) -> str | None:
     import torch
 
     if isinstance(target, torch._ops.OpOverload):
-        if target.namespace in PT2_OP_NAMESPACES:
+        if target.namespace in OP_NAMESPACES:
             return None
         qual = f"torch.ops.{target.namespace}.{target.__name__}"
     elif isinstance(target, torch._ops.HigherOrderOperator):
-        if target.name() in PT2_HIGHER_ORDER_OPS and getattr(torch.ops.higher_order, target.name(), None) is target:
+        if target.name() in HIGHER_ORDER_OPS and getattr(torch.ops.higher_order, target.name(), None) is target:
             return None
         qual = f"torch.ops.higher_order.{target.name()}"
     else:
         qual = f"{getattr(target, '__module__', None)}.{getattr(target, '__name__', type(target).__name__)}"
-        if qual in PT2_PYTHON_OPS:
+        if qual in PYTHON_OPS:
             first, *rest = qual.split(".")
             obj = {"_operator": operator, "math": math, "torch": torch}[first]
             for name in rest:
                 obj = getattr(obj, name, None)
             if obj is target:
                 return None
-    return (f"calls {_shown(qual)}, which is not an ATen operator; export a model built from torch operators "
-            "only (no custom ops, Python callables or compiled kernels)")
+    return not_an_operator(qual)
 
 
 def _node_problem(node, *, top: bool) -> str | None:
@@ -419,19 +309,19 @@ def _node_problem(node, *, top: bool) -> str | None:
     from torch.utils import _pytree as pytree
 
     if node.op not in ("placeholder", "call_function", "get_attr", "output"):
-        return f"has a {_shown(node.op)} node; torch.export programs call functions only"
-    if not _is_identifier(node.name):
-        return f"has a node named {_shown(node.name)}, which is not a Python identifier"
-    if node.op == "get_attr" and not _is_dotted_name(node.target):
-        return f"reads the attribute {_shown(node.target)}, which is not a dotted Python identifier"
+        return f"has a {shown(node.op)} node; torch.export programs call functions only"
+    if not is_identifier(node.name):
+        return f"has a node named {shown(node.name)}, which is not a Python identifier"
+    if node.op == "get_attr" and not is_dotted_name(node.target):
+        return f"reads the attribute {shown(node.target)}, which is not a dotted Python identifier"
     if node.op == "placeholder" and top and not isinstance(node.meta.get("val"), torch.Tensor):
-        return (f"takes a non-tensor input {_shown(node.name)}; export forward(x) with the image batch as its "
+        return (f"takes a non-tensor input {shown(node.name)}; export forward(x) with the image batch as its "
                 "only input")
     if node.op != "call_function":
         return None
-    bad = next((k for k in node.kwargs if not _is_identifier(k)), None)
+    bad = next((k for k in node.kwargs if not is_identifier(k)), None)
     if bad is not None:
-        return f"passes a keyword argument named {_shown(bad)}, which is not a Python identifier"
+        return f"passes a keyword argument named {shown(bad)}, which is not a Python identifier"
     for leaf in [node.target] + [a for a in pytree.tree_leaves((node.args, node.kwargs))
                                  if callable(a) and not isinstance(a, torch.fx.Node)]:
         problem = _callable_problem(leaf)
@@ -449,10 +339,9 @@ def _treespec_problem(spec) -> str | None:
         if s is None or s.is_leaf():
             continue
         if s.type not in (tuple, list, dict, collections.OrderedDict):
-            return f"takes or returns a {_shown(getattr(s.type, '__name__', s.type))}; return a tensor, or a " \
+            return f"takes or returns a {shown(getattr(s.type, '__name__', s.type))}; return a tensor, or a " \
                    "tuple, list or dict of tensors"
-        if s.type in (dict, collections.OrderedDict) and not all(
-                _is_identifier(k) or (isinstance(k, int) and not isinstance(k, bool)) for k in s.context):
+        if s.type in (dict, collections.OrderedDict) and not all(map(spec_key_ok, s.context)):
             return "has input/output dict keys that are not identifiers"
         stack.extend(s.children())
     return None
@@ -476,13 +365,13 @@ def pt2_program_problem(program) -> str | None:
         if entry.signature is not None:
             arg_names += entry.signature.forward_arg_names or []
             specs += [entry.signature.in_spec, entry.signature.out_spec]
-    bad = next((n for n in names if n and not _is_dotted_name(n)), None)
+    bad = next((n for n in names if n and not is_dotted_name(n)), None)
     if bad is not None:
-        return (f"has a name that is not a dotted Python identifier: {_shown(bad)}; rename the module's "
+        return (f"has a name that is not a dotted Python identifier: {shown(bad)}; rename the module's "
                 "parameters, buffers and submodules")
-    bad = next((n for n in arg_names if not _is_identifier(n)), None)
+    bad = next((n for n in arg_names if not is_identifier(n)), None)
     if bad is not None:
-        return f"has an argument name that is not a Python identifier: {_shown(bad)}"
+        return f"has an argument name that is not a Python identifier: {shown(bad)}"
     for spec in specs:
         problem = _treespec_problem(spec)
         if problem:
@@ -493,9 +382,9 @@ def pt2_program_problem(program) -> str | None:
                 problem = _node_problem(node, top=module is program.graph_module)
                 if problem:
                     return problem
-    bad = next((g for g in getattr(program, "_guards_code", None) or [] if not _guard_ok(g)), None)
+    bad = next((g for g in getattr(program, "_guards_code", None) or [] if guard_problem(g)), None)
     if bad is not None:
-        return f"has a shape guard that is not a comparison of input sizes: {_shown(bad)}"
+        return f"has a shape guard that is not a comparison of input sizes: {shown(bad)}"
     return None
 
 
