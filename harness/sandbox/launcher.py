@@ -115,6 +115,10 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
 
         protocol.send(chan_out, {"ok": True, "layers": applied, "report": report,
                                  "checks": run_probes(cfg)})
+        try:  # stay alive until the parent has looked at us (cgroup membership), then go
+            protocol.recv(chan_in)
+        except protocol.ChannelClosed:
+            pass
         return
 
     # Sandboxed from here on: anything that fails now is the submission's doing.
