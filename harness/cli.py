@@ -264,6 +264,9 @@ def evaluate_command(submission, datasets, preset, metrics, params, seed, out, s
     failure = results["failure"]
     if failure:
         _echo(f"failed: {failure['kind']}: {failure['message']}", err=True)
+        said = [line.strip() for line in (failure.get("detail") or "").splitlines() if line.strip()]
+        if said:  # the participant's own run: show what their model said (boards never do)
+            _echo(f"  last line of the detail: {said[-1][:300]}", err=True)
         sys.exit(3 if failure["kind"] == "infra_error" else 1)
 
 # --- train / export commands (issue 6) ---

@@ -97,7 +97,8 @@ def test_torchscript_reads_a_dataset_file(tmp_path, good, outside, backend):
     failure, _ = run_hostile(sub, good, outside=outside, backend=backend)
     # process: Landlock refuses the open; bwrap: the file does not even exist in the child's view
     _kind(failure, "runtime_error")
-    assert any(w in failure.message.lower() for w in ("permission denied", "no such file")), failure.message
+    said = (failure.detail or "").lower()  # the model's own text: in the detail, never in the message
+    assert any(w in said for w in ("permission denied", "no such file")), failure.detail
 
 
 # TorchScript's torch.save ignores write errors (it writes through an unchecked stream), so a

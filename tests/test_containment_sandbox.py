@@ -445,6 +445,8 @@ def test_failure_details_carry_the_models_frames_not_ours(tmp_path, good):
             enc.encode(hostile.images(2))
     detail = info.value.detail or ""
     assert "deliberate failure in forward" in detail
+    # what the model wrote while holding images never reaches the message that boards and status show
+    assert "deliberate" not in info.value.message and "forward raised" in info.value.message
     assert "harness/sandbox" not in detail and "launcher.py" not in detail, detail
 
 

@@ -48,3 +48,38 @@ def test_real_evaluation_through_the_grader(tmp_path, env):
     assert 0.5 < result["metrics"]["mig"]["discrete_mig"] <= 1.0
     assert rows["truncated"]["failure_kind"] in ("load_error", "invalid_submission")
     assert [r.name for r in board.rows] == ["bands"]
+
+
+def test_a_models_exception_text_is_never_published(tmp_path, env):
+    """A model that raises with what it saw (held-out pixels) gets its text to the organizer's
+    detail only: status lines and every board format show the kind and our own message."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from harness.grading import Store, grade, load_challenge
+
+    class Leaky(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("LEAK " + str(float(x.sum())))
+
+    subs = tmp_path / "subs"
+    folder = make_submission(subs, "leaky", {})
+    torch.jit.save(torch.jit.script(Leaky()), str(folder / "encoder.pt"))
+    manifest = json.loads((folder / "submission.json").read_text())
+    manifest.update(format="torchscript", model="encoder.pt")
+    (folder / "submission.json").write_text(json.dumps(manifest))
+    (folder / "encoder.onnx").unlink()
+    (tmp_path / "c.toml").write_text(CHALLENGE)
+    db = tmp_path / "g.db"
+    grade([subs], load_challenge(tmp_path / "c.toml"), db, workers=1)
+    with Store(db) as store:
+        row = store.jobs()[0]
+    assert row["failure_kind"] == "runtime_error" and "LEAK" in (row["failure_detail"] or "")
+    assert "LEAK" not in row["failure_message"]
+    for args in (["status"], *(["leaderboard", "--format", f] for f in ("table", "csv", "json", "md", "html"))):
+        out = subprocess.run([sys.executable, "-m", "harness", *args, "--db", str(db)], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "LEAK" not in out.stdout + out.stderr, args

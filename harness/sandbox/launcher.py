@@ -159,8 +159,11 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
             return
         except BaseException as exc:
             kind = "memory_exceeded" if loaders.is_memory_error(exc) else "runtime_error"
-            protocol.send(chan_out, _failure_header(kind, f"the model's forward raised {loaders.one_line(exc)}",
-                                                    model_traceback(exc)))
+            # The message names only the exception type: its text was written by the model while it held
+            # held-out images, so it may carry them; it goes to the detail (the participant's own results
+            # and the organizer's detail view), never to a board or a status line.
+            protocol.send(chan_out, _failure_header(kind, f"the model's forward raised {type(exc).__name__} "
+                                                    "(its message is in the failure detail)", model_traceback(exc)))
             return
         metas, blobs = [], []
         for out in outputs:
