@@ -491,3 +491,19 @@ def test_archives_are_submissions_with_the_folder_hash(tmp_path, env):
     assert found["zipped"].content_hash == discover([folder])[0].content_hash
     assert found["zipped"].manifest_error is None
     assert found["junk"].manifest_error and found["junk"].content_hash.startswith("raw:")
+
+
+def test_boards_escape_what_participants_wrote(tmp_path, env):
+    from harness.grading import grade, leaderboard
+
+    subs = tmp_path / "subs"
+    make_submission(subs, "formula", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}},
+                    participant="=HYPERLINK(\"http://evil\",\"x\")")
+    make_submission(subs, "markup", {"values": {"mig.discrete_mig": 0.4, "sap.sap_score": 0.2}},
+                    participant="<script>alert(1)</script>[click](http://evil)")
+    db = tmp_path / "g.db"
+    grade([subs], _challenge(write_challenge(tmp_path / "c.toml")), db, job_fn=JOB_FN)
+    csv_text = leaderboard(db, fmt="csv")
+    assert "'=HYPERLINK" in csv_text and ",=HYPERLINK" not in csv_text  # a text cell, not a formula
+    md = leaderboard(db, fmt="md")
+    assert "<script>" not in md and "](http" not in md and "&lt;script&gt;" in md

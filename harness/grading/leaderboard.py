@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from harness.errors import InputError
@@ -172,6 +173,19 @@ def to_table(board: Board) -> str:
     return "\n".join(text + ([""] + foot if foot else [])) + "\n"
 
 
+def _csv_text(text: str) -> str:
+    """A text cell a spreadsheet will not run: a leading = + - @ (or tab/CR) makes it a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+
+
+def _md_text(text: str) -> str:
+    """Markdown that renders as the text: HTML escaped, every Markdown character backslashed."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+
+
 def to_csv(board: Board) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -180,7 +194,7 @@ def to_csv(board: Board) -> str:
         header += [c, f"{c}_ci95_low", f"{c}_ci95_high", f"{c}_rank"]
     w.writerow(header + ["overlap_flag"])
     for r in board.rows:
-        cells = [r.position, r.name, r.participant, f"{r.mean_rank:.4f}"]
+        cells = [r.position, _csv_text(r.name), _csv_text(r.participant), f"{r.mean_rank:.4f}"]
         for j in range(len(board.columns)):
             ci = r.intervals[j] or ["", ""]
             cells += [repr(r.values[j]), ci[0], ci[1], r.ranks[j]]
@@ -204,9 +218,9 @@ def to_markdown(board: Board) -> str:
     header, lines = _grid(board)
     text = [f"### {board.challenge}: {board.split} leaderboard", "",
             "| " + " | ".join(header) + " |", "|" + "|".join("---:" if i >= 3 else "---" for i in range(len(header))) + "|"]
-    text += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in lines]
+    text += ["| " + " | ".join(_md_text(c) for c in cells) + " |" for cells in lines]
     foot = _footer(board)
-    return "\n".join(text + ([""] + [f"- {f}" for f in foot] if foot else [])) + "\n"
+    return "\n".join(text + ([""] + [f"- {_md_text(f)}" for f in foot] if foot else [])) + "\n"
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
