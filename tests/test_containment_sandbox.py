@@ -511,3 +511,20 @@ def test_the_code_table_is_budgeted_before_anything_is_encoded():
     assert calls == []
     entry, _ = run_dataset(datasets.load("dummy"), specs, encode, code_dim=4, with_diagnostics=False)
     assert sum(calls) == entry["timing"]["images_encoded"] > 0
+
+
+# --- blame: the whole job's time is the model's budget too ------------------------------------
+
+def test_a_model_over_its_total_budget_is_the_participants_timeout(tmp_path, good):
+    from harness.grading.jobs import sandbox_limits
+
+    limits = sandbox_limits({"wall_seconds": 60, "memory_mb": 4096, "threads": 1}, job_seconds=8)
+    assert limits.total_wall_seconds == 6  # the rest of the job is for the metrics
+    folder = hostile.onnx_forever(tmp_path / "forever")
+    t0 = time.monotonic()
+    with pytest.raises(SubmissionFailure) as info:
+        with open_encoder(load(folder), limits=limits) as enc:
+            enc.encode(hostile.images(2))
+    assert info.value.kind == "timeout" and "whole wall-clock budget" in info.value.message, info.value
+    assert time.monotonic() - t0 < 30  # the per-call limit (60 s) was not what stopped it
+    _still_fine(good)

@@ -45,7 +45,7 @@ def job_spec(row, challenge: Challenge, job_fn: str | None) -> dict:
             "preset": challenge.preset, "metrics": challenge.metric_names,
             "metric_params": challenge.metric_params, "seed": challenge.seed,
             "backend": challenge.backend,  # docker: the job's encoder session is its container
-            "device": challenge.device, "limits": vars(challenge.limits),
+            "device": challenge.device, "limits": vars(challenge.limits), "job_seconds": challenge.job_time_limit,
         },
     }
 

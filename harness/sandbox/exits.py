@@ -25,6 +25,7 @@ class ExitFacts:
     code: int                      # Popen.returncode: negative for a signal
     what: str                      # what the child was doing ("encoding a batch of 1024", ...)
     killed_for_wall: bool = False  # the parent killed it at the wall-clock deadline
+    total_limit: float | None = None  # set when the deadline that passed was the whole session's
     oom_killed: bool = False       # the session's memory cgroup counted an OOM kill
     log_tail: str = ""
     wall_limit: float | None = None
@@ -44,6 +45,9 @@ def classify_exit(facts: ExitFacts, detail: str | None = None) -> SubmissionFail
     """The failure a dead child stands for. Never ``infra_error``: the caller decides whether the
     child was still ours (setting up the sandbox) or already the model's."""
     what = facts.what
+    if facts.killed_for_wall and facts.total_limit:
+        return SubmissionFailure("timeout", f"the model used up the session's whole wall-clock budget "
+                                 f"({facts.total_limit:.0f} s, every call included) while {what}", detail)
     if facts.killed_for_wall:
         return SubmissionFailure("timeout", f"{what} took longer than the wall-clock limit ({facts.wall_limit} s)",
                                  detail)

@@ -283,7 +283,10 @@ class EncoderSession:
         wall = self.limits.wall_seconds
         if what in LOADING_STAGES:
             wall = self.limits.load_wall_seconds or wall
+        total = self.limits.total_wall_seconds
+        spent_all = bool(total) and time.monotonic() - self._started >= total - 0.5
         facts = ExitFacts(code=code, what=what, killed_for_wall=self._killed_for_wall,
+                          total_limit=total if spent_all else None,
                           oom_killed=self._cgroup is not None and self._cgroup.oom_killed(),
                           log_tail=detail or "", wall_limit=wall, cpu_limit=self.limits.cpu_seconds,
                           memory_mb=self._memory_mb,
