@@ -299,8 +299,14 @@ def test_sigkill_at_any_moment_then_rerun_ends_every_job_exactly_once(tmp_path, 
                 assert row["state"] == "finished"
                 metrics = json.loads(row["result"])["metrics"]
                 assert metrics["mig"]["discrete_mig"] == fake["values"]["mig.discrete_mig"]
-        assert set(_terminal_events(db).values()) == {1}
-        assert len(_terminal_events(db)) == len(jobs)
+        # each job ends exactly once per time it was queued: a new run re-queues a job that failed on
+        # our side ("retry infra_error", by design: the organizer may have fixed it), which then ends again
+        with sqlite3.connect(db) as con:
+            retries = dict(con.execute("SELECT job_id, COUNT(*) FROM events WHERE event = 'queued' "
+                                       "AND detail = 'retry infra_error' GROUP BY job_id").fetchall())
+        ends = _terminal_events(db)
+        assert len(ends) == len(jobs)
+        assert all(n == 1 + retries.get(job_id, 0) for job_id, n in ends.items()), (ends, retries)
         executions = env.read_text().splitlines()
         assert len(executions) >= len(jobs)  # killed attempts ran again; each still ended once
         # no worker outlived its killed grader
