@@ -19,6 +19,8 @@ import os
 import signal
 import time
 
+from harness.submission.core import stale_entries
+
 _counter = itertools.count()
 PREFIX = "harness-"
 
@@ -249,13 +251,5 @@ def sweep_stale() -> None:
     parents = {_v1_dir(c, mounts, own) for c in ("memory", "pids")}
     parents |= {os.path.join(p, own.get("", "/").lstrip("/")) for p, t, _ in mounts if t == "cgroup2"}
     for parent in filter(None, parents):
-        try:
-            entries = os.listdir(parent)
-        except OSError:
-            continue
-        for entry in entries:
-            if not entry.startswith(PREFIX):
-                continue
-            pid = entry[len(PREFIX):].split("-", 1)[0]
-            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                SessionCgroup(1, {"x": os.path.join(parent, entry)}, []).remove()
+        for entry in stale_entries(parent, PREFIX):
+            SessionCgroup(1, {"x": os.path.join(parent, entry)}, []).remove()

@@ -85,19 +85,25 @@ class Submission:
         self.close()
 
 
+def stale_entries(folder: str, prefix: str) -> list[str]:
+    """Names ``<prefix><pid>-*`` in ``folder`` whose owning process ``pid`` no longer exists."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    stale = []
+    for name in entries:
+        pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            stale.append(name)
+    return stale
+
+
 def sweep_stale(prefix: str) -> None:
     """Remove ``<tmp>/<prefix><pid>-*`` folders left by processes that died without cleaning up."""
     tmp = tempfile.gettempdir()
-    try:
-        entries = os.listdir(tmp)
-    except OSError:
-        return
-    for name in entries:
-        if not name.startswith(prefix):
-            continue
-        pid = name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+    for name in stale_entries(tmp, prefix):
+        shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
 
 
 # --- opening files without following links ----------------------------------------------------
