@@ -366,3 +366,22 @@ def test_dci_lightgbm_stays_near_gbt_where_splits_tie(kind):
     exact = metrics.dci(*data, estimator="gbt", n_bootstrap=0, n_jobs=1)
     for key in ("disentanglement", "completeness", "informativeness_test"):
         assert fast[key] == pytest.approx(exact[key], abs=0.03), key
+
+
+@pytest.mark.parametrize("estimator", ["lightgbm", "gbt"])
+def test_dci_on_a_constant_code_is_its_documented_zero(estimator):
+    """A constant code is valid and scores 0 (DESIGN 3.2); LightGBM used to abort on it, so a
+    graded entry got a null DCI and was not ranked. Informativeness is the majority class's share."""
+    from harness import metrics
+
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 5, (600, 3))
+    codes = np.zeros((600, 4), np.float32)
+    out = metrics.dci(codes[:400], factors[:400], codes[400:], factors[400:], estimator=estimator, n_bootstrap=5)
+    assert out["disentanglement"] == pytest.approx(0, abs=1e-12) and out["completeness"] == pytest.approx(0, abs=1e-12)
+    majority = [np.mean(factors[400:, k] == np.bincount(factors[:400, k]).argmax()) for k in range(3)]
+    assert out["informativeness_test"] == pytest.approx(np.mean(majority))
+    # identical dimensions: the scores stay in [0, 1] (they were -2.2e-16)
+    same = np.repeat(factors[:, :1].astype(np.float32), 3, axis=1)
+    out = metrics.dci(same[:400], factors[:400, :2], same[400:], factors[400:, :2], estimator=estimator, n_bootstrap=0)
+    assert 0.0 <= out["disentanglement"] <= 1.0 and 0.0 <= out["completeness"] <= 1.0

@@ -59,9 +59,12 @@ def _fit_lightgbm(x_train, y_train, x_test, random_state):
 
     classes, y_index = np.unique(y_train, return_inverse=True)
     num_classes = classes.size
-    if num_classes < 2:
-        constant = np.full(len(x_test), classes[0])
-        return np.zeros((1, x_train.shape[1])), np.zeros(1), np.full(len(x_train), classes[0]), constant
+    if num_classes < 2 or not np.any(x_train.max(axis=0) > x_train.min(axis=0)):
+        # nothing to split on (one class, or a constant code, where LightGBM aborts): no importance,
+        # and the prior's prediction, the majority class, as sklearn's trees of one leaf give
+        majority = classes[np.argmax(np.bincount(y_index))]
+        return (np.zeros((1, x_train.shape[1])), np.zeros(1), np.full(len(x_train), majority),
+                np.full(len(x_test), majority))
     # float32 in column-major order: what LightGBM takes, so it copies nothing per round
     onehot = np.asfortranarray(np.eye(num_classes, dtype=np.float32)[y_index])
     unit_hessian = np.ones_like(onehot)
@@ -195,7 +198,9 @@ def _entropy_weighted_score(importance: np.ndarray) -> np.ndarray:
 def disentanglement_completeness(importance: np.ndarray) -> tuple[float, float]:
     """(disentanglement, completeness) of a (D, K) importance matrix."""
     importance = np.asarray(importance, dtype=np.float64)
-    return float(_entropy_weighted_score(importance)), float(_entropy_weighted_score(importance.T))
+    # in [0, 1] by definition; rounding of the entropies otherwise leaves +-2e-16 (identical or constant codes)
+    return (float(np.clip(_entropy_weighted_score(importance), 0.0, 1.0)),
+            float(np.clip(_entropy_weighted_score(importance.T), 0.0, 1.0)))
 
 
 def dci(codes_train, factors_train, codes_test, factors_test, *, estimator: str = DEFAULT_ESTIMATOR,
