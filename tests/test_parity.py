@@ -132,6 +132,16 @@ def test_dci_gbt(kind):
         assert ours[key] == pytest.approx(theirs[key], abs=0.01), key
 
 
+@pytest.mark.parametrize("estimator", ["gbt", "lightgbm"])
+def test_dci_on_a_constant_code_matches(estimator):
+    factors = sample_factors([3, 4, 5], 600, seed=5)
+    codes = np.zeros((600, 4))
+    ours = metrics.dci(codes[:400], factors[:400], codes[400:], factors[400:], estimator=estimator, n_bootstrap=0)
+    theirs = DL.dci._compute_dci(codes[:400].T, factors[:400].T, codes[400:].T, factors[400:].T)
+    for key in ("disentanglement", "completeness", "informativeness_train", "informativeness_test"):
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-9), key
+
+
 class _Encoder:
     """A deterministic encoder of the dummy dataset: band brightnesses, mixed and bent."""
 
