@@ -228,26 +228,48 @@ def test_regrade_is_a_noop_unless_changed_or_asked(tmp_path, env):
         grade([subs], challenge, db, job_fn=JOB_FN, regrade=["nobody"])
 
 
-def test_two_submissions_with_one_name_are_refused_with_both_paths(tmp_path, env):
+def test_identity_comes_from_the_layout_not_the_manifest(tmp_path, env):
     from harness.grading import discover
 
     a = make_submission(tmp_path / "a", "same", {"values": {}})
     b = make_submission(tmp_path / "b", "same", {"values": {}})
-    with pytest.raises(InputError) as info:
-        discover([a, b])
-    assert str(a) in str(info.value) and str(b) in str(info.value)
-
-
-def test_participant_folders_and_manifest_participant(tmp_path, env):
-    from harness.grading import discover
+    keys = [e.name for e in discover([a, b])]
+    assert len(set(keys)) == 2 and keys[0] == "same"  # a collision is two entries, never an abort
+    assert keys == [e.name for e in discover([a, b])]  # and the same keys on every run
 
     root = tmp_path / "subs"
     make_submission(root / "team-x", "x-one", {"values": {}})
     make_submission(root / "team-x", "x-two", {"values": {}})
     make_submission(root, "solo", {"values": {}})
-    make_submission(root, "tagged", {"values": {}}, participant="team-y")
+    make_submission(root, "tagged", {"values": {}}, participant="team-x")  # claims another team: ignored
+    # two teams exporting the default name are two entries of two participants
+    for team in ("team-p", "team-q"):
+        folder = make_submission(root / team, "entry", {"values": {}})
+        m = json.loads((folder / "submission.json").read_text())
+        (folder / "submission.json").write_text(json.dumps({**m, "name": "my-encoder"}))
     found = {e.name: e.participant for e in discover([root])}
-    assert found == {"x-one": "team-x", "x-two": "team-x", "solo": "solo", "tagged": "team-y"}
+    assert found == {"team-x/x-one": "team-x", "team-x/x-two": "team-x", "solo": "solo", "tagged": "tagged",
+                     "team-p/entry": "team-p", "team-q/entry": "team-q"}
+
+
+def test_a_submission_named_like_another_teams_replaces_nothing(tmp_path, env):
+    from harness.grading import Store, grade
+
+    first, later = tmp_path / "batch1", tmp_path / "batch2"
+    make_submission(first / "alice", "encoder", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
+    intruder = make_submission(later / "mallory", "encoder", {"values": {"mig.discrete_mig": 0.1,
+                                                                         "sap.sap_score": 0.1}})
+    m = json.loads((intruder / "submission.json").read_text())
+    m["extra"]["participant"] = "alice"
+    (intruder / "submission.json").write_text(json.dumps(m))
+    db = tmp_path / "g.db"
+    challenge = _challenge(write_challenge(tmp_path / "c.toml"))
+    grade([first], challenge, db, job_fn=JOB_FN)
+    summary = grade([later], challenge, db, job_fn=JOB_FN)
+    assert summary.registered["requeued"] == 0
+    with Store(db) as store:
+        owners = {(r["submission"], r["participant"]) for r in store.jobs()}
+    assert ("alice/encoder", "alice") in owners and ("mallory/encoder", "mallory") in owners
 
 
 def _terminal_events(db):
@@ -503,13 +525,14 @@ def test_boards_escape_what_participants_wrote(tmp_path, env):
     from harness.grading import grade, leaderboard
 
     subs = tmp_path / "subs"
-    make_submission(subs, "formula", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}},
-                    participant="=HYPERLINK(\"http://evil\",\"x\")")
-    make_submission(subs, "markup", {"values": {"mig.discrete_mig": 0.4, "sap.sap_score": 0.2}},
-                    participant="<script>alert(1)</script>[click](http://evil)")
+    # participant folders named by whoever uploads them
+    make_submission(subs / '=HYPERLINK("http:evil","x")', "formula",
+                    {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
+    make_submission(subs / "<img src=x onerror=alert(1)>[click](javascript:alert(1))", "markup",
+                    {"values": {"mig.discrete_mig": 0.4, "sap.sap_score": 0.2}})
     db = tmp_path / "g.db"
     grade([subs], _challenge(write_challenge(tmp_path / "c.toml")), db, job_fn=JOB_FN)
     csv_text = leaderboard(db, fmt="csv")
     assert "'=HYPERLINK" in csv_text and ",=HYPERLINK" not in csv_text  # a text cell, not a formula
     md = leaderboard(db, fmt="md")
-    assert "<script>" not in md and "](http" not in md and "&lt;script&gt;" in md
+    assert "<img" not in md and "](javascript" not in md and "&lt;img" in md

@@ -1,14 +1,17 @@
 """Finding the submissions to grade: directories, archives, or folders of them.
 
-A participant is ``extra.participant`` in the manifest when given; otherwise the folder that holds
-the submission when a folder of participant folders is graded (``submissions/<team>/<entry>``);
-otherwise the submission's own name (every submission its own participant).
+Identity is the organizer's layout, never the manifest (DESIGN 3.6): the participant is the folder
+that holds the entry when a folder of participant folders is graded (``submissions/<team>/<entry>``,
+key ``<team>/<entry>``); in a flat folder every entry is its own participant (key ``<entry>``, the
+folder or archive name without its suffix). The manifest's ``name`` is only a display label, and
+``extra.participant`` is ignored: a participant cannot take another's place or credit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +101,18 @@ def _candidates(paths) -> list[tuple[Path, str | None]]:
     return found
 
 
+def _entry_key(path: Path, folder: str | None, taken: set[str]) -> str:
+    """The entry's key from where it lies; a repeat (two paths ending alike) gets a stable suffix
+    from its full path instead of stopping the batch."""
+    key = f"{folder}/{_stem(path)}" if folder else _stem(path)
+    key = re.sub(r"[\x00-\x1f\x7f]", "?", key)[:200]
+    if key in taken:
+        key = f"{key}@{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    return key
+
+
 def discover(paths, *, max_latent_dim: int | None = None) -> list[SubmissionEntry]:
-    """Load every submission named by ``paths``; refuse two submissions with the same name.
+    """Every submission named by ``paths``, keyed by where it lies (see the module docstring).
 
     A submission the loader refuses is kept, with ``manifest_error`` set: it becomes a failed job
     (``invalid_submission``) and grading goes on.
@@ -107,23 +120,21 @@ def discover(paths, *, max_latent_dim: int | None = None) -> list[SubmissionEntr
     from harness import submission as submission_mod
 
     entries: list[SubmissionEntry] = []
-    seen: dict[str, str] = {}
+    taken: set[str] = set()
+    caps = {"max_latent_dim": max_latent_dim} if max_latent_dim else {}
     for path, folder in _candidates(paths):
         path = path.resolve()
+        key = _entry_key(path, folder, taken)
+        taken.add(key)
         try:
-            caps = {"max_latent_dim": max_latent_dim} if max_latent_dim else {}
             with submission_mod.load(path, **caps) as sub:
-                name, content_hash, error = sub.name, sub.sha256, None
-                extra = sub.manifest.get("extra") or {}
-                participant = extra.get("participant") if isinstance(extra.get("participant"), str) else None
+                content_hash, error = sub.sha256, None
         except SubmissionFailure as exc:
-            name, content_hash, error, participant = _stem(path), "raw:" + raw_hash(path), exc.message, None
-        if name in seen:
-            raise InputError(f"two submissions are named {name!r}: {seen[name]} and {path}; rename one "
-                             "(the name is the leaderboard entry)")
-        seen[name] = str(path)
+            content_hash, error = "raw:" + raw_hash(path), exc.message
+        except (OSError, ValueError, RecursionError) as exc:  # one unreadable entry never stops the batch
+            content_hash, error = "raw:unreadable", f"the submission could not be read: {type(exc).__name__}"
         entries.append(SubmissionEntry(
-            name=name, participant=participant or folder or name, path=str(path), content_hash=content_hash,
+            name=key, participant=folder or key, path=str(path), content_hash=content_hash,
             submitted_at=_submitted_at(path), manifest_error=error,
         ))
     return entries

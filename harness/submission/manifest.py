@@ -55,7 +55,7 @@ MANIFEST_SCHEMA: dict = {
         "name": {
             "type": "string", "minLength": 1, "maxLength": 100,
             "pattern": NAME_PATTERN,
-            "description": "Submission name shown on the leaderboard: letters, digits, '.', '_', '-' and "
+            "description": "Display label (whose entry it is comes from the organizer's layout, never from here): letters, digits, '.', '_', '-' and "
                            "spaces, starting with a letter or digit and not ending in a space.",
         },
         "format": {
