@@ -536,3 +536,21 @@ def test_boards_escape_what_participants_wrote(tmp_path, env):
     assert "'=HYPERLINK" in csv_text and ",=HYPERLINK" not in csv_text  # a text cell, not a formula
     md = leaderboard(db, fmt="md")
     assert "<img" not in md and "](javascript" not in md and "&lt;img" in md
+
+
+def test_identical_models_from_two_participants_are_flagged(tmp_path, env):
+    from harness.grading import grade, leaderboard
+
+    subs = tmp_path / "subs"
+    for team in ("team-a", "team-b"):  # the same bytes, two teams
+        make_submission(subs / team, "enc", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
+    make_submission(subs / "team-c", "own", {"values": {"mig.discrete_mig": 0.4, "sap.sap_score": 0.2}})
+    db = tmp_path / "g.db"
+    grade([subs], _challenge(write_challenge(tmp_path / "c.toml")), db, job_fn=JOB_FN)
+    status = subprocess.run([sys.executable, "-m", "harness", "status", "--db", str(db)], capture_output=True,
+                            text=True, timeout=120)
+    assert "identical content" in status.stdout and "team-a/enc (team-a), team-b/enc (team-b)" in status.stdout
+    assert "team-c" not in [line for line in status.stdout.splitlines() if "identical" in line][0]
+    board = leaderboard(db, fmt="table")
+    assert "identical model from different participants: team-a/enc, team-b/enc" in board
+    assert json.loads(leaderboard(db, fmt="json"))["identical"] == [["team-a/enc", "team-b/enc"]]

@@ -44,6 +44,7 @@ class Board:
     rows: list = field(default_factory=list)
     unranked: list = field(default_factory=list)   # {"name", "participant", "reason"}
     not_chosen: list = field(default_factory=list)  # other entries of placed participants
+    duplicates: list = field(default_factory=list)  # [entry names] with identical content, several participants
 
 
 def _column_names(datasets, values) -> list[str]:
@@ -113,6 +114,7 @@ def build_board(store: Store, *, split: str = "public") -> Board:
     placed = rank_board(entries, higher)
     chosen = {p.entry.name for p in placed}
     board.not_chosen = [{"name": e.name, "participant": e.participant} for e in entries if e.name not in chosen]
+    board.duplicates = [[r["name"] for r in rows] for rows in store.duplicates()]
     for p in placed:
         board.rows.append(Row(position=p.position, name=p.entry.name, participant=p.entry.participant,
                               mean_rank=p.mean_rank, values=list(p.entry.values), intervals=extra[p.entry.name],
@@ -158,6 +160,8 @@ def _footer(board: Board) -> list[str]:
         out.append(f"not shown: {e['name']} ({e['participant']} is placed with a better entry)")
     for u in board.unranked:
         out.append(f"not ranked: {u['name']}: {u['reason']}")
+    for names in board.duplicates:
+        out.append(f"identical model from different participants: {', '.join(names)}")
     return out
 
 
@@ -210,7 +214,7 @@ def to_dict(board: Board) -> dict:
                      "mean_rank": r.mean_rank, "overlap_flag": r.flag,
                      "values": {c: {"value": r.values[j], "ci95": r.intervals[j], "rank": r.ranks[j]}
                                 for j, c in enumerate(board.columns)}} for r in board.rows],
-        "not_shown": board.not_chosen, "unranked": board.unranked,
+        "not_shown": board.not_chosen, "unranked": board.unranked, "identical": board.duplicates,
     }
 
 

@@ -24,6 +24,9 @@ def status_report(db) -> str:
             if row["failure_kind"]:
                 lines.append(f"retry    {row['submission']} on {row['dataset']} ({row['split']}) after "
                              f"{row['failure_kind']}: {row['failure_message']}")
+        for rows in store.duplicates():
+            lines.append(f"identical content ({rows[0]['content_hash'][:12]}) from "
+                         + ", ".join(f"{r['name']} ({r['participant']})" for r in rows))
         for row in store.jobs(state="failed"):
             lines.append(f"failed   {row['submission']} on {row['dataset']} ({row['split']}): "
                          f"{row['failure_kind']}: {row['failure_message']}"

@@ -419,3 +419,12 @@ class Store:
 
     def submissions(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM submissions ORDER BY seq").fetchall()
+
+    def duplicates(self) -> list[list[sqlite3.Row]]:
+        """Groups of entries from more than one participant with identical content (the same model
+        bytes submitted by two teams): flagged, never ranked silently side by side."""
+        groups: dict[str, list] = {}
+        for row in self.submissions():
+            if not row["content_hash"].startswith("raw:"):
+                groups.setdefault(row["content_hash"], []).append(row)
+        return [rows for rows in groups.values() if len({r["participant"] for r in rows}) > 1]
