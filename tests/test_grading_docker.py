@@ -163,3 +163,29 @@ def test_grade_with_docker_runs_one_container_per_job(tmp_path, env, docker_imag
         assert c["memory"] == 2048 * 2**20
         assert r["metrics"]["mig"]["discrete_mig"] > 0.99  # the encoder reads each band: a clean code
     assert len(board.rows) == 2
+
+
+def test_a_rebuilt_image_changes_the_config_and_so_regrades(monkeypatch, docker_image):
+    import io
+
+    from harness.grading.challenge import parse_challenge
+
+    text = ('name = "d"\n[splits.public]\ndatasets = ["dummy"]\n[ranking]\nvalues = ["mig.discrete_mig"]\n'
+            '[sandbox]\nbackend = "docker"\n')
+    client = docker_backend.client()
+    try:
+        client.images.get(docker_image).tag("harness-test-identity", "v")
+        monkeypatch.setenv("HARNESS_DOCKER_IMAGE", "harness-test-identity:v")
+        first = parse_challenge(text).config_hash()
+        assert parse_challenge(text).config_hash() == first  # stable while nothing changes
+        # the same tag, rebuilt with other content (offline: FROM scratch needs no pull)
+        client.images.build(fileobj=io.BytesIO(b"FROM scratch\nLABEL rebuilt=1\n"), tag="harness-test-identity:v")
+        assert parse_challenge(text).config_hash() != first
+        monkeypatch.setenv("HARNESS_DOCKER_IMAGE", docker_image)  # pointing elsewhere changes it too
+        assert parse_challenge(text).config_hash() != first
+    finally:
+        try:
+            client.images.remove("harness-test-identity:v", force=True)
+        except Exception:  # noqa: BLE001
+            pass
+        client.close()

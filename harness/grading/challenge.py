@@ -51,6 +51,23 @@ class Limits:
     scratch_mb: int = 64
 
 
+def docker_image_identity(name: str | None) -> dict:
+    """The image docker jobs run in, by name and content id: rebuilding the image (same tag, other
+    content) or pointing ``HARNESS_DOCKER_IMAGE`` elsewhere changes results, so it re-queues."""
+    from harness.sandbox import docker as docker_backend
+
+    name = name or docker_backend.image_name()
+    try:
+        client = docker_backend.client(timeout=10)
+        try:
+            image_id = client.images.get(name).id
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - no engine or no such image: the job reports it as infra_error
+        image_id = None
+    return {"name": name, "id": image_id}
+
+
 @dataclass(frozen=True)
 class Challenge:
     """A parsed, validated challenge file.
@@ -99,6 +116,7 @@ class Challenge:
             "backend": self.backend,
             "device": self.device,
             "image": self.image if self.backend == "docker" else None,
+            "image_identity": docker_image_identity(self.image) if self.backend == "docker" else None,
         }
 
     def config_hash(self) -> str:
