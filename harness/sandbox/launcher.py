@@ -162,7 +162,9 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
             # The message names only the exception type: its text was written by the model while it held
             # held-out images, so it may carry them; it goes to the detail (the participant's own results
             # and the organizer's detail view), never to a board or a status line.
-            protocol.send(chan_out, _failure_header(kind, f"the model's forward raised {type(exc).__name__} "
+            name = type(exc).__name__  # a class name the model's code may have made up: bounded
+            name = name if name.isidentifier() and len(name) <= 32 else "an exception"
+            protocol.send(chan_out, _failure_header(kind, f"the model's forward raised {name} "
                                                     "(its message is in the failure detail)", model_traceback(exc)))
             return
         metas, blobs = [], []
