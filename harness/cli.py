@@ -425,13 +425,14 @@ def status_command(db):
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "md", "html"]), default="table",
               show_default=True)
 @click.option("--out", type=click.Path(), default=None, help="Write to this file instead of stdout.")
-def leaderboard_command(db, split, fmt, out):
+@click.option("--hide-failures", is_flag=True, help="Leave failed entries off the board (harness status lists them).")
+def leaderboard_command(db, split, fmt, out, hide_failures):
     """The 2019 mean-rank leaderboard of a split, with 95% intervals."""
     from pathlib import Path
 
     from harness.grading import leaderboard
 
-    text = leaderboard(db, split=split, fmt=fmt)
+    text = leaderboard(db, split=split, fmt=fmt, hide_failures=hide_failures)
     if out:
         Path(out).write_text(text)
         _echo(f"wrote {out}", err=True)

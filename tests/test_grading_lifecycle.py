@@ -554,3 +554,17 @@ def test_identical_models_from_two_participants_are_flagged(tmp_path, env):
     board = leaderboard(db, fmt="table")
     assert "identical model from different participants: team-a/enc, team-b/enc" in board
     assert json.loads(leaderboard(db, fmt="json"))["identical"] == [["team-a/enc", "team-b/enc"]]
+
+
+def test_failed_entries_can_be_left_off_a_public_board(tmp_path, env):
+    subs = tmp_path / "subs"
+    make_submission(subs, "good", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
+    make_submission(subs, "broken", {"fail": "runtime_error"})
+    db = tmp_path / "g.db"
+    from harness.grading import grade
+
+    grade([subs], _challenge(write_challenge(tmp_path / "c.toml")), db, job_fn=JOB_FN)
+    board = [sys.executable, "-m", "harness", "leaderboard", "--db", str(db)]
+    shown = subprocess.run(board, capture_output=True, text=True, timeout=120).stdout
+    hidden = subprocess.run(board + ["--hide-failures"], capture_output=True, text=True, timeout=120).stdout
+    assert "not ranked: broken" in shown and "broken" not in hidden and "good" in hidden

@@ -261,7 +261,14 @@ def render(board: Board, fmt: str = "table") -> str:
     return {"table": to_table, "csv": to_csv, "md": to_markdown, "html": to_html}[fmt](board)
 
 
-def leaderboard(db, *, split: str = "public", fmt: str = "table") -> str:
-    """The leaderboard of ``split`` in the store at ``db``, rendered as ``fmt``."""
+def leaderboard(db, *, split: str = "public", fmt: str = "table", hide_failures: bool = False) -> str:
+    """The leaderboard of ``split`` in the store at ``db``, rendered as ``fmt``.
+
+    ``hide_failures``: leave out the entries that failed (a public board need not list them; the
+    organizer's ``harness status`` still does).
+    """
     with Store(db, create=False) as store:
-        return render(build_board(store, split=split), fmt)
+        board = build_board(store, split=split)
+    if hide_failures:
+        board.unranked = [u for u in board.unranked if not u["reason"].startswith("failed on ")]
+    return render(board, fmt)
