@@ -74,6 +74,8 @@ def datasets_show(name, out, columns, seed):
 
     if columns < 1:
         raise InputError("--columns must be at least 1")
+    if not out.lower().endswith(".png"):
+        raise InputError(f"--out {out!r}: the montage is a PNG; give a path ending in .png")
     path = save_montage(datasets.load(name), out, max_columns=columns, seed=seed)
     _echo(f"wrote {path}")
 
@@ -157,7 +159,8 @@ def _sandbox_limits(wall_seconds, memory_mb, threads):
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 def validate_command(submission, as_json, sandbox, device, wall_seconds, memory_mb, threads):
     """Check SUBMISSION (folder, .zip or .tar.gz): manifest, safe unpacking, loading in the sandbox,
-    probe batches of 1 and 257 images. Exit 0 when valid, 1 when not."""
+    probe batches of 1 and 257 images. Exit 0 when valid, 1 when not, 3 when the failure is on our
+    side (infra_error), as for evaluate."""
     import json
 
     from harness.sandbox import validate
@@ -175,7 +178,8 @@ def validate_command(submission, as_json, sandbox, device, wall_seconds, memory_
             detail = report["failure"]["detail"].strip().splitlines()[-5:]
             _echo("  detail (last lines):\n    " + "\n    ".join(detail))
         _echo(report["verdict"])
-    sys.exit(0 if report["ok"] else 1)
+    failure = report["failure"] or {}
+    sys.exit(0 if report["ok"] else 3 if failure.get("kind") == "infra_error" else 1)
 
 
 @cli.command("doctor")

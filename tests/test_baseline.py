@@ -258,6 +258,18 @@ def test_export_of_a_participants_module_through_the_cli(tmp_path, monkeypatch):
     np.testing.assert_allclose(logvar, -np.abs(expected.numpy()), atol=1e-4)
 
 
+def test_a_builder_that_raises_is_one_line_exit_2(tmp_path):
+    (tmp_path / "broken_builder.py").write_text("def build():\n    raise RuntimeError('builder broke')\n")
+    (tmp_path / "broken_import.py").write_text("raise ValueError('module broke')\n")
+    for spec, said in (("broken_builder:build", "RuntimeError: builder broke"),
+                       ("broken_import:build", "ValueError: module broke")):
+        out = subprocess.run([sys.executable, "-m", "harness", "export", spec, "--input-shape", "1,64,64",
+                              "--out", str(tmp_path / "sub")], capture_output=True, text=True, cwd=tmp_path,
+                             timeout=300)
+        assert out.returncode == 2 and out.stderr.startswith("error: ") and said in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
+
+
 def test_export_refuses_an_encoder_whose_trace_bakes_in_the_batch(tmp_path):
     class BatchBaked(torch.nn.Module):
         def forward(self, x, *unused):  # *args: TorchScript refuses to script it, so it is traced

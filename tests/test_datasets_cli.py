@@ -31,6 +31,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     cases = [
         ["datasets", "show", "dsprite", "--out", str(tmp_path / "m.png")],
         ["datasets", "show", "dummy", "--out", str(tmp_path / "no" / "m.png")],
+        ["datasets", "show", "dummy", "--out", str(tmp_path / "m.txt")],
         ["datasets", "export", "dummy", "--out", str(tmp_path / "x.h5"), "--subset", "1000"],
         ["datasets", "check", str(tmp_path / "missing.h5")],
     ]

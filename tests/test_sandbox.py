@@ -202,6 +202,10 @@ def test_cli_validate_exit_codes(good, tmp_path):
     assert report["failure"]["kind"] == "invalid_submission"
     missing = runner.invoke(cli, ["validate", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "Traceback" not in missing.output
+    # our side failing (no such docker image, or no engine at all) is exit 3, as for evaluate
+    ours = runner.invoke(cli, ["validate", good, "--sandbox", "docker", "--json"],
+                         env={"HARNESS_DOCKER_IMAGE": "harness-no-such-image:0"})
+    assert ours.exit_code == 3 and json.loads(ours.output)["failure"]["kind"] == "infra_error", ours.output
 
 
 def test_cli_doctor_in_a_fresh_process():

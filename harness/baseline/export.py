@@ -277,6 +277,8 @@ def load_encoder_factory(spec: str, *, weights=None) -> nn.Module:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise InputError(f"cannot import {module_name!r} for {spec!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module raised on import: one line, theirs
+        raise InputError(f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
     finally:
         if added:
             sys.path.remove(os.getcwd())
@@ -285,7 +287,10 @@ def load_encoder_factory(spec: str, *, weights=None) -> nn.Module:
         factory = getattr(factory, part, None)
         if factory is None:
             raise InputError(f"{module_name!r} has no attribute {attr!r}")
-    encoder = factory() if not isinstance(factory, nn.Module) else factory
+    try:
+        encoder = factory() if not isinstance(factory, nn.Module) else factory
+    except Exception as exc:  # noqa: BLE001 - the user's builder: its error, one line, exit 2
+        raise InputError(f"{spec} raised {type(exc).__name__}: {exc}") from None
     if not isinstance(encoder, nn.Module):
         raise InputError(f"{spec} must be an nn.Module or return one, got {type(encoder).__name__}")
     if weights is not None:
