@@ -50,15 +50,15 @@ def _uid_lock_dir() -> str:
     raise OSError("no folder for sandbox uid locks (/run/lock or the temporary folder)")
 
 
-def _uid_in_use(uid: int) -> bool:
+def _pids_of_uid(uid: int):
+    """Processes running as ``uid`` now (from /proc)."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 if os.stat(f"/proc/{entry}").st_uid == uid:
-                    return True
+                    yield int(entry)
             except OSError:
                 continue
-    return False
 
 
 def sandbox_uid() -> int:
@@ -86,7 +86,7 @@ def _lease(uid: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # the holder before us may have unlinked the file after we opened it: lock the live one
-        if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino or _uid_in_use(uid):
+        if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino or any(_pids_of_uid(uid)):
             raise BlockingIOError
     except (BlockingIOError, FileNotFoundError):
         os.close(fd)
@@ -281,15 +281,11 @@ def kill_uid(uid: int) -> int:
     killed = 0
     for _ in range(3):
         found = 0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
+        for pid in _pids_of_uid(uid):
             try:
-                if os.stat(f"/proc/{entry}").st_uid != uid:
-                    continue
-                os.kill(int(entry), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
                 found += 1
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
+            except (ProcessLookupError, PermissionError):
                 continue
         killed += found
         if not found:

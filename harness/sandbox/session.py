@@ -177,7 +177,7 @@ class EncoderSession:
         ok, why = backend.available()
         if not ok:
             raise SubmissionFailure("infra_error", f"sandbox backend {self.backend_name!r} is not available: {why}")
-        memory_mb = self._memory_mb = self.limits.memory_mb  # of the whole process tree (cgroup), CUDA or not
+        memory_mb = self._memory_mb  # of the whole process tree (cgroup), CUDA or not
         if self.device in ("cuda", "auto") and gpu_devices() and self.limits.memory_mb:
             # CUDA reserves terabytes of virtual address space: RLIMIT_AS would kill it at init
             self.limits = dataclasses.replace(self.limits, memory_mb=None)
