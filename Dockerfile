@@ -31,5 +31,7 @@ RUN pip install '.[dask,docker]' && python -c "import harness, onnxruntime, nump
 
 # The docker backend runs the launcher with this interpreter (HARNESS_DOCKER_PYTHON).
 RUN test -x /usr/local/bin/python3
+# the formats this image runs (harness doctor --backend docker checks each with a probe model)
+LABEL org.harness.sandbox.formats=onnx,torchscript,torch_export
 WORKDIR /work
 CMD ["harness", "--help"]

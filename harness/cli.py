@@ -189,15 +189,19 @@ def validate_command(submission, as_json, sandbox, device, wall_seconds, memory_
 def doctor_command(as_json, backends):
     """Which sandbox layers work on this machine, and why others do not.
 
-    Starts a real sandboxed child per backend and runs hostile checks inside it."""
+    Starts a real sandboxed child per backend and runs hostile checks inside it, then a probe model
+    of each format (onnx, torchscript, torch_export) through it. With --backend, exits 3 when a
+    named backend cannot run a model of every format (0 otherwise)."""
     import json
 
     from harness.sandbox.doctor import diagnose
 
     report = diagnose(backends or ("process", "bwrap"))
+    failing = [name for name, res in report["backends"].items()
+               if backends and any(m["ok"] is False for m in (res.get("models") or {None: {"ok": False}}).values())]
     if as_json:
         _echo(json.dumps(report, indent=2))
-        return
+        sys.exit(3 if failing else 0)
     _echo("machine:")
     for key, value in report["machine"].items():
         _echo(f"  {key}: {value}")
@@ -215,6 +219,63 @@ def doctor_command(as_json, backends):
             state = "contained" if outcome["contained"] else "NOT CONTAINED"
             _echo(f"  check {check}: {state} ({outcome['detail']})")
         _echo(f"  applied: {', '.join(res['layers'])}")
+        if res.get("image"):
+            image = res["image"]
+            _echo(f"  image: {image['name']} ({(image['id'] or '?')[:19]}), built for "
+                  f"{', '.join(image['formats']) if image['formats'] else 'unknown formats (not harness docker build)'}")
+        for fmt, outcome in res["models"].items():
+            state = {True: "ok", False: "FAIL", None: "skipped"}[outcome["ok"]]
+            took = f" in {outcome['seconds']} s" if outcome.get("seconds") is not None else ""
+            _echo(f"  model {fmt}: {state}{took}: {outcome['message']}")
+        ready = res["ready"]
+        _echo(f"  verdict: {'READY for ' + ', '.join(ready) if ready else 'NOT READY: it runs no model'}"
+              + ("" if len(ready) == len(res["models"]) else
+                 f"; not for {', '.join(f for f in res['models'] if f not in ready)}"))
+    sys.exit(3 if failing else 0)
+
+
+@cli.group("docker")
+def docker_group():
+    """The docker backend's image."""
+
+
+@docker_group.command("build")
+@click.option("--tag", default=None, help="Image name.  [default: harness-grader:latest, the backend's default]")
+@click.option("--with-torch", is_flag=True, help="Include torch: the image then runs torchscript and torch_export "
+              "models too (about 1 GB more).")
+@click.option("--python", "python", default=None, metavar="PATH",
+              help="Interpreter whose environment to package (a venv's python works).  [default: this one]")
+@click.option("--no-check", is_flag=True, help="Skip running a probe model of each format in the new image.")
+def docker_build_command(tag, with_torch, python, no_check):
+    """Build the docker backend's image offline, from an installed Python environment.
+
+    No registry is needed: the interpreter, its stdlib, the model runtimes (numpy, onnx, onnxruntime,
+    pyseccomp; torch with --with-torch) with everything they require and the shared libraries they
+    load go into an image through `docker import`. Then a probe model of each format it is built
+    for runs in it through the docker backend. Exit 0 when it runs them all, 3 when not (or when no
+    engine is reachable)."""
+    import os
+
+    from harness.sandbox import docker
+    from harness.sandbox.doctor import model_checks
+
+    tag = tag or docker.DEFAULT_IMAGE
+    try:
+        image = docker.build_image_from_host(tag, python=python or sys.executable, with_torch=with_torch)
+    except OSError as exc:
+        _echo(f"error: cannot build {tag}: {exc}", err=True)
+        sys.exit(3)
+    _echo(f"built {tag} ({image['id'][:19]}, {image['size_mb']} MB) from {image['python']}: "
+          f"{len(image['distributions'])} distributions; for {', '.join(image['formats'])}")
+    if tag != docker.image_name():
+        _echo(f"note: the docker backend uses {docker.image_name()!r}; set HARNESS_DOCKER_IMAGE={tag} to use this one")
+    if no_check:
+        return
+    os.environ["HARNESS_DOCKER_IMAGE"] = tag
+    results = model_checks("docker", formats=image["formats"])
+    for fmt, outcome in results.items():
+        _echo(f"  model {fmt}: {'ok' if outcome['ok'] else 'FAIL'}: {outcome['message']}")
+    sys.exit(0 if all(o["ok"] for o in results.values()) else 3)
 
 # --- evaluate command (issue 5) ---
 

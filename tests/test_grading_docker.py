@@ -10,6 +10,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -59,7 +62,9 @@ def docker_image():
         client = docker_backend.client()
         try:
             labels = client.images.get(TEST_IMAGE).labels or {}
-            stale = labels.get(docker_backend.READ_PATHS_LABEL) != os.path.realpath(os.sys.base_prefix)
+            stale = (docker_backend.FORMATS_LABEL not in labels  # an image of an older builder
+                     or not labels.get(docker_backend.READ_PATHS_LABEL, "").startswith(
+                         os.path.realpath(os.sys.base_prefix)))
         except Exception:  # noqa: BLE001 - missing
             stale = True
         finally:
@@ -189,3 +194,117 @@ def test_a_rebuilt_image_changes_the_config_and_so_regrades(monkeypatch, docker_
         except Exception:  # noqa: BLE001
             pass
         client.close()
+
+
+def _harness(*args, env_extra=None, timeout=600):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def _remove_image(tag):
+    client = docker_backend.client()
+    try:
+        client.images.remove(tag, force=True)
+    except Exception:  # noqa: BLE001 - not there
+        pass
+    finally:
+        client.close()
+
+
+def test_docker_build_with_torch_runs_every_format_and_doctor_says_ready(docker_image):
+    """`harness docker build --with-torch`: an offline image of this environment that loads and
+    encodes a model of each format; `harness doctor --backend docker` runs one of each in it."""
+    tag = "harness-test-torch:latest"
+    try:
+        out = _harness("docker", "build", "--with-torch", "--tag", tag)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "for onnx, torchscript, torch_export" in out.stdout
+        for fmt in ("onnx", "torchscript", "torch_export"):
+            assert f"model {fmt}: ok" in out.stdout, out.stdout
+        doctor = _harness("doctor", "--backend", "docker", env_extra={"HARNESS_DOCKER_IMAGE": tag})
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "verdict: READY for onnx, torchscript, torch_export\n" in doctor.stdout, doctor.stdout
+        assert "check scratch_quota: contained" in doctor.stdout  # writable, and full at its quota
+    finally:
+        _remove_image(tag)
+
+
+def _venv_with_runtimes(root: Path) -> Path:
+    """A venv (no system site packages) holding the ONNX runtimes: hard links of this environment's
+    installs, so nothing is downloaded. Returns its python."""
+    import site
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    target = next((root / "lib").glob("python3*/site-packages"))
+    source = Path(site.getsitepackages()[0])
+    for entry in source.iterdir():
+        if entry.name.startswith(("torch", "harness", "__editable", "__pycache__")) or entry.suffix == ".pth":
+            continue
+        dest = target / entry.name
+        copy = shutil.copytree if entry.is_dir() else shutil.copy2
+        try:
+            copy(entry, dest, copy_function=os.link) if entry.is_dir() else os.link(entry, dest)
+        except OSError:  # another file system: a real copy
+            copy(entry, dest)
+    return root / "bin" / "python"
+
+
+def test_docker_build_from_a_venv_puts_its_packages_on_the_path(tmp_path, docker_image):
+    """The venv's site-packages are not the interpreter's own: the image records them and the child
+    gets them on its path (the bug: every submission was the participant's load_error)."""
+    root = Path.home() / ".cache" / "harness-tests" / f"venv-{os.getpid()}"  # not /tmp: a tmpfs in the container
+    shutil.rmtree(root, ignore_errors=True)
+    tag = "harness-test-venv:latest"
+    try:
+        python = _venv_with_runtimes(root)
+        out = _harness("docker", "build", "--python", str(python), "--tag", tag)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "model onnx: ok" in out.stdout and "for onnx\n" in out.stdout
+        labels = docker_backend.client().images.get(tag).labels
+        assert str(root) in labels[docker_backend.SYS_PATH_LABEL]
+        # and a venv under /tmp is refused in one line (a fresh tmpfs covers /tmp in every job)
+        tmp_python = _venv_with_runtimes(tmp_path / "venv")
+        refused = _harness("docker", "build", "--python", str(tmp_python), "--tag", tag, "--no-check")
+        assert refused.returncode == 3 and "is under /tmp" in refused.stderr
+        assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        _remove_image(tag)
+
+
+def test_a_runtime_missing_from_the_image_is_infra_error_not_the_participants(tmp_path, env, docker_image):
+    """The test image has no torch: a TorchScript submission graded in it is our infra_error (retried,
+    never ranked against the participant); doctor names the formats it cannot run and exits 3."""
+    from harness.grading import Store, grade
+    from harness.sandbox import validate
+    from harness.sandbox.doctor import write_probe_model
+
+    sub = tmp_path / "subs" / "team-a" / "scripted"
+    sub.mkdir(parents=True)
+    write_probe_model(str(sub), "torchscript")
+    report = validate(sub, backend="docker")
+    assert report["failure"]["kind"] == "infra_error", report["failure"]
+    assert "cannot import torch" in report["failure"]["message"]
+
+    text = (write_challenge(tmp_path / "c.toml", max_attempts=2).read_text()
+            + f'[sandbox]\nbackend = "docker"\nimage = "{docker_image}"\n')
+    (tmp_path / "c.toml").write_text(text)
+    db = tmp_path / "g.db"
+    grade([tmp_path / "subs"], _challenge(tmp_path / "c.toml"), db, workers=1)
+    with Store(db) as store:
+        (job,) = store.jobs()
+    assert (job["state"], job["failure_kind"], job["attempts"]) == ("failed", "infra_error", 2), dict(job)
+
+    doctor = _harness("doctor", "--backend", "docker")
+    assert doctor.returncode == 3, doctor.stdout + doctor.stderr
+    assert "model onnx: ok" in doctor.stdout and "model torchscript: FAIL" in doctor.stdout
+    assert "verdict: READY for onnx; not for torchscript, torch_export" in doctor.stdout
+
+
+def test_a_container_that_cannot_start_its_interpreter_is_infra_error(tmp_path, monkeypatch, docker_image):
+    from harness.sandbox import validate
+
+    monkeypatch.setenv("HARNESS_DOCKER_PYTHON", "/no/such/python3")
+    report = validate(make_submission(tmp_path, "fine", {}), backend="docker")
+    assert report["failure"]["kind"] == "infra_error", report["failure"]

@@ -56,16 +56,8 @@ def docker_image_identity(name: str | None) -> dict:
     content) or pointing ``HARNESS_DOCKER_IMAGE`` elsewhere changes results, so it re-queues."""
     from harness.sandbox import docker as docker_backend
 
-    name = name or docker_backend.image_name()
-    try:
-        client = docker_backend.client(timeout=10)
-        try:
-            image_id = client.images.get(name).id
-        finally:
-            client.close()
-    except Exception:  # noqa: BLE001 - no engine or no such image: the job reports it as infra_error
-        image_id = None
-    return {"name": name, "id": image_id}
+    image = docker_backend.image_identity(name)
+    return {"name": image["name"], "id": image["id"]}
 
 
 @dataclass(frozen=True)

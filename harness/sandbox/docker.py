@@ -19,7 +19,8 @@ attach socket multiplexes the streams; the CLI gives the plain pipes the session
 The image is ``$HARNESS_DOCKER_IMAGE`` (default ``harness-grader:latest``, built from the
 repository's ``Dockerfile``); it needs Python with numpy and the model runtimes, at
 ``$HARNESS_DOCKER_PYTHON`` (default ``/usr/local/bin/python3``). Where no registry can be reached,
-:func:`build_image_from_host` makes one from this machine's own Python install.
+:func:`build_image_from_host` (``harness docker build``) makes one from this machine's own Python
+environment, a venv included.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ import sys
 import tarfile
 import tempfile
 
+from harness.sandbox.loaders import RUNTIME_MODULES
+
 DEFAULT_IMAGE = "harness-grader:latest"
 DEFAULT_PYTHON = "/usr/local/bin/python3"
 CONTAINER_ROOT = "/sandbox"
 LABEL = "org.harness.sandbox"
 READ_PATHS_LABEL = LABEL + ".read_paths"  # where the image keeps Python, when not under /usr
-_RUNTIME_MODULES = ("numpy", "onnx", "onnxruntime", "pyseccomp")
 
 # The bootstrap uses the image's own interpreter paths: the grader's paths mean nothing inside.
 _BOOTSTRAP = ("import sys, sysconfig; p = sysconfig.get_paths(); "
@@ -53,6 +55,22 @@ def image_name() -> str:
 
 def python_path() -> str:
     return os.environ.get("HARNESS_DOCKER_PYTHON") or DEFAULT_PYTHON
+
+
+def image_identity(name: str | None = None) -> dict:
+    """``{"name", "id", "formats"}`` of the image (``id`` None when there is no engine or no such image;
+    ``formats`` None when it was not built by :func:`build_image_from_host`)."""
+    name = name or image_name()
+    try:
+        c = client(timeout=10)
+        try:
+            image = c.images.get(name)
+        finally:
+            c.close()
+    except Exception:  # noqa: BLE001 - no engine or no such image: the job reports it as infra_error
+        return {"name": name, "id": None, "formats": None}
+    formats = (image.labels or {}).get(FORMATS_LABEL)
+    return {"name": name, "id": image.id, "formats": formats.split(",") if formats else None}
 
 
 def client(timeout: int = 30):
@@ -75,8 +93,9 @@ def available() -> tuple[bool, str]:
     try:
         c.images.get(image_name())
     except docker.errors.ImageNotFound:
-        return False, (f"image {image_name()!r} not found: build it with `docker build -t {DEFAULT_IMAGE} .` in the "
-                       "repository, or set HARNESS_DOCKER_IMAGE")
+        return False, (f"image {image_name()!r} not found: build it with `harness docker build` (offline, from this "
+                       f"environment) or `docker build -t {DEFAULT_IMAGE} .` in the repository, or set "
+                       "HARNESS_DOCKER_IMAGE")
     except Exception as exc:  # noqa: BLE001
         return False, f"cannot inspect image {image_name()!r}: {exc}"
     finally:
@@ -185,16 +204,17 @@ def spawn(sd, cfg: dict) -> subprocess.Popen:
     scratch_mb = cfg.pop("scratch_mb", None)  # docker makes the tmpfs; the launcher has no mount namespace
     env = _to_container(clean_env(sd, cfg["threads"]), host_root)
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
-    options = container_options(
-        image=image_name(), command=[python_path(), "-I", "-S", "-B", "-c", _BOOTSTRAP.format(lib=inner["lib"])],
-        mounts={sd.lib: (inner["lib"], "ro"), sd.model: (inner["model"], "ro"),
-                **({} if scratch_mb else {sd.scratch: (inner["scratch"], "rw")})},
-        limits=limits, uid=uid, env=env, scratch=(inner["scratch"], scratch_mb) if scratch_mb else None,
-    )
     c = client()
     try:
-        labels = c.images.get(options["image"]).labels or {}
+        labels = c.images.get(image_name()).labels or {}
         cfg["read_paths"] += [p for p in labels.get(READ_PATHS_LABEL, "").split(":") if p]
+        sys_path = [p for p in labels[SYS_PATH_LABEL].split(":") if p] if SYS_PATH_LABEL in labels else None
+        options = container_options(
+            image=image_name(), command=[python_path(), "-I", "-S", "-B", "-c", bootstrap(inner["lib"], sys_path)],
+            mounts={sd.lib: (inner["lib"], "ro"), sd.model: (inner["model"], "ro"),
+                    **({} if scratch_mb else {sd.scratch: (inner["scratch"], "rw")})},
+            limits=limits, uid=uid, env=env, scratch=(inner["scratch"], scratch_mb) if scratch_mb else None,
+        )
         container = c.containers.create(**options)
     except Exception as exc:  # noqa: BLE001 - surfaced by the session as infra_error
         raise OSError(f"docker could not create the container: {exc}") from None
@@ -249,27 +269,81 @@ def oom_killed(container_id: str) -> bool:
 
 # ---- images without a registry ----------------------------------------------------------------
 
-def _runtime_files(modules) -> tuple[list[str], list[str]]:
-    """(package paths, shared libraries) this interpreter needs to import ``modules``."""
-    probe = (
-        "import importlib, json, sys\n"
-        f"for m in {list(modules)!r}:\n"
-        "    importlib.import_module(m)\n"
-        "print(json.dumps(sorted({getattr(m, '__file__', None) or '' for m in sys.modules.values()} - {''})))\n"
-    )
-    files = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                                      check=True).stdout)
-    site = [p for p in {os.path.realpath(p) for p in __import__("site").getsitepackages()}]
-    packages = set()
-    for f in files:
-        f = os.path.realpath(f)
-        for s in site:
-            if f.startswith(s + os.sep):
-                top = f[len(s) + 1:].split(os.sep)[0]
-                packages.add(os.path.join(s, top))
-                if os.path.isdir(os.path.join(s, top.split(".")[0] + ".libs")):
-                    packages.add(os.path.join(s, top.split(".")[0] + ".libs"))
-    return sorted(packages), []
+# The image holds each runtime distribution's whole install (its RECORD) and that of everything it
+# requires, so lazy imports (torch's sympy, onnxruntime's flatbuffers) find their packages too.
+BASE_DISTRIBUTIONS = ("numpy", "onnx", "onnxruntime", "pyseccomp")
+TORCH_DISTRIBUTIONS = ("torch",)
+FORMATS_LABEL = LABEL + ".formats"  # the formats an image was built (and checked) to run
+SYS_PATH_LABEL = LABEL + ".sys_path"  # the site folders of the environment it was built from
+
+# Run by the interpreter whose environment becomes the image (a venv's too): where its stdlib,
+# executable and site folders are, and every top-level entry the distributions' RECORDs name.
+_ENVIRONMENT_PROBE = r"""
+import importlib, importlib.metadata as md, json, os, re, sys, sysconfig
+roots, modules = json.loads(sys.argv[1])
+for m in modules:
+    importlib.import_module(m)
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+dists = {}
+for d in md.distributions():
+    dists.setdefault(norm(d.metadata["Name"] or ""), d)
+missing = [r for r in roots if norm(r) not in dists]
+todo, seen = [norm(r) for r in roots], set()
+while todo:
+    name = todo.pop()
+    if name in seen or name not in dists:
+        continue
+    seen.add(name)
+    for req in dists[name].requires or []:
+        if "extra ==" not in req:
+            todo.append(norm(re.match(r"[A-Za-z0-9_.-]+", req).group(0)))
+entries = set()
+for name in seen:
+    d = dists[name]
+    base = os.path.realpath(d.locate_file(""))
+    for f in d.files or []:
+        if f.parts and f.parts[0] != "..":
+            top = os.path.join(base, f.parts[0])
+            if os.path.exists(top):
+                entries.add(top)
+stdlib = os.path.dirname(os.__file__)
+for m in list(sys.modules.values()):
+    f = os.path.realpath(getattr(m, "__file__", None) or "")
+    for s in sys.path:
+        s = os.path.realpath(s) if s else ""
+        if s and os.path.isdir(s) and s != os.path.realpath(stdlib) and f.startswith(s + os.sep):
+            entries.add(os.path.join(s, f[len(s) + 1:].split(os.sep)[0]))
+sites = [os.path.realpath(s) for s in sys.path if s and os.path.isdir(s)]
+sites = [s for s in dict.fromkeys(sites) if any(e.startswith(s + os.sep) for e in entries)]
+print(json.dumps({"exe": os.path.realpath(sys.executable), "prefix": os.path.realpath(sys.base_prefix),
+                  "stdlib": stdlib, "dynload": os.path.join(sysconfig.get_paths()["platstdlib"], "lib-dynload"),
+                  "libdir": sysconfig.get_config_var("LIBDIR") or "", "sites": sites,
+                  "entries": sorted(entries), "missing": missing,
+                  "distributions": sorted(seen)}))
+"""
+
+
+def environment(python: str = sys.executable, *, with_torch: bool = False) -> dict:
+    """What an image of ``python``'s environment holds: its stdlib, interpreter and the installs of
+    the runtime distributions (and their requirements). Raises ``OSError`` when one is missing."""
+    roots = list(BASE_DISTRIBUTIONS) + (list(TORCH_DISTRIBUTIONS) if with_torch else [])
+    formats = ["onnx"] + (["torchscript", "torch_export"] if with_torch else [])
+    modules = sorted({m for f in formats for m in RUNTIME_MODULES[f]} | {"pyseccomp"})
+    out = subprocess.run([python, "-c", _ENVIRONMENT_PROBE, json.dumps([roots, modules])], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise OSError(f"{python} cannot import the runtimes the image needs ({', '.join(modules)}): {last}")
+    env = json.loads(out.stdout)
+    if env["missing"]:
+        raise OSError(f"{python}'s environment has no installed distribution {', '.join(env['missing'])}")
+    hidden = [p for p in [env["exe"], env["stdlib"], *env["sites"]] if p == "/tmp" or p.startswith("/tmp/")]
+    if hidden:
+        raise OSError(f"{hidden[0]} is under /tmp, which every job container gets a fresh tmpfs over: "
+                      "install the environment elsewhere (e.g. python -m venv /opt/harness-venv)")
+    env["formats"] = formats
+    env["modules"] = modules
+    return env
 
 
 def _shared_libraries(paths) -> set[str]:
@@ -305,26 +379,38 @@ def _ldconfig_paths(soname: str) -> set[str]:
     return paths
 
 
-def build_image_from_host(tag: str, *, modules=_RUNTIME_MODULES, extra_paths=()) -> str:
-    """Build an image from this machine's Python (stdlib + the packages ``modules`` need + the shared
-    libraries they load) with ``docker import``: no registry, no network. Returns the image id.
+def bootstrap(lib: str, sys_path: list[str] | None) -> str:
+    """The child's ``-c`` program: the private lib first, then the image's stdlib, then the site folders
+    the image was built with (its label) or, for an image built otherwise, its interpreter's own."""
+    if sys_path is None:
+        return _BOOTSTRAP.format(lib=lib)
+    return ("import sys, sysconfig; p = sysconfig.get_paths(); "
+            f"sys.path[:] = [{lib!r}, p['stdlib'], p['platstdlib'] + '/lib-dynload'] + {list(sys_path)!r}; "
+            "from harness.sandbox.launcher import main; main()")
+
+
+def build_image_from_host(tag: str = DEFAULT_IMAGE, *, python: str = sys.executable, with_torch: bool = False,
+                          extra_paths=(), check: bool = True) -> dict:
+    """Build an image from ``python``'s environment (its interpreter and stdlib, the installs of the
+    runtime distributions and their requirements, the shared libraries they load) with
+    ``docker import``: no registry, no network. A venv works: its site folders are recorded in the
+    image's label and put on the child's path. Returns ``{"id", "tag", "formats", "size_mb", ...}``.
 
     The interpreter is linked at ``/usr/local/bin/python3`` (the backend's default). Every file is
-    made world-readable so that the unprivileged container user can run it.
+    made world-readable so that the unprivileged container user can run it. With ``check``, the
+    image's interpreter must import every runtime, as the unprivileged user, before this returns.
     """
-    prefix = os.path.realpath(sys.base_prefix)
-    stdlib = os.path.dirname(os.__file__)
-    packages, _ = _runtime_files(modules)
-    exe = os.path.realpath(sys.executable)
+    env = environment(python, with_torch=with_torch)
+    stdlib, exe, packages = env["stdlib"], env["exe"], env["entries"]
     members = [exe, stdlib] + packages + list(extra_paths)
-    libdir = os.path.join(prefix, "lib")
-    members += [os.path.join(libdir, n) for n in os.listdir(libdir)
-                if n.startswith("libpython") and (n.endswith(".so") or ".so." in n)]
-    members += sorted(_shared_libraries([exe, os.path.join(stdlib, "lib-dynload")] + packages))
+    if os.path.isdir(env["libdir"]):
+        members += [os.path.join(env["libdir"], n) for n in os.listdir(env["libdir"])
+                    if n.startswith("libpython") and (n.endswith(".so") or ".so." in n)]
+    members += sorted(_shared_libraries([exe, env["dynload"]] + packages))
     # ctypes finds libseccomp through `ldconfig -p` (the launcher's seccomp layer)
     seccomp = ctypes.util.find_library("seccomp")
     if seccomp:
-        members += sorted(_shared_libraries([]) | {p for p in _ldconfig_paths(seccomp)})
+        members += sorted(_ldconfig_paths(seccomp))
     members += [p for p in ("/etc/ld.so.cache", "/etc/passwd", "/etc/group", "/lib64", "/bin", "/lib", "/sbin",
                             os.path.realpath("/sbin/ldconfig")) if os.path.lexists(p)]
     site_dir = os.path.join(stdlib, "site-packages")
@@ -335,6 +421,7 @@ def build_image_from_host(tag: str, *, modules=_RUNTIME_MODULES, extra_paths=())
                 if m == stdlib and (dirpath == site_dir or dirpath.startswith(site_dir + os.sep)):
                     dirnames[:] = []
                     continue
+                dirnames[:] = [d for d in dirnames if d != "__pycache__"]
                 entries[dirpath] = dirpath
                 for n in dirnames + names:
                     full = os.path.join(dirpath, n)
@@ -356,7 +443,8 @@ def build_image_from_host(tag: str, *, modules=_RUNTIME_MODULES, extra_paths=())
                 host = entries[path]
                 if host is None:
                     info = tarfile.TarInfo(path.lstrip("/"))
-                    info.type, info.mode = tarfile.DIRTYPE, 0o1777 if path == "/tmp" else 0o755
+                    # docker copies a tmpfs mount point's mode from the image: scratch must be 1777
+                    info.type, info.mode = tarfile.DIRTYPE, 0o1777 if path in ("/tmp", "/sandbox/scratch") else 0o755
                     tar.addfile(info)
                     continue
                 info = tar.gettarinfo(host, arcname=path.lstrip("/"))
@@ -371,10 +459,39 @@ def build_image_from_host(tag: str, *, modules=_RUNTIME_MODULES, extra_paths=())
             link = tarfile.TarInfo("usr/local/bin/python3")
             link.type, link.linkname = tarfile.SYMTYPE, exe
             tar.addfile(link)
+        size_mb = os.path.getsize(tar_path) / 2**20
         out = subprocess.run(["docker", "import", "--change", "ENV PATH=/usr/local/bin:/usr/bin:/bin",
                               "--change", f"LABEL {LABEL}.image=host-python",
-                              "--change", f"LABEL {READ_PATHS_LABEL}={prefix}", tar_path, tag],
-                             capture_output=True, text=True)
+                              "--change", f"LABEL {READ_PATHS_LABEL}={':'.join([env['prefix'], *env['sites']])}",
+                              "--change", f"LABEL {SYS_PATH_LABEL}={':'.join(env['sites'])}",
+                              "--change", f"LABEL {FORMATS_LABEL}={','.join(env['formats'])}",
+                              tar_path, tag], capture_output=True, text=True)
         if out.returncode != 0:
             raise OSError(f"docker import failed: {out.stderr.strip()[:300]}")
-        return out.stdout.strip()
+    image = {"id": out.stdout.strip(), "tag": tag, "formats": env["formats"], "size_mb": round(size_mb),
+             "python": python, "sites": env["sites"], "distributions": env["distributions"]}
+    if check:
+        check_image(tag, env["modules"])
+    return image
+
+
+def check_image(tag: str, modules) -> str:
+    """Import ``modules`` with the image's interpreter as the unprivileged user, no network, on the
+    path the backend gives the child. Returns their versions; raises ``OSError`` naming what failed."""
+    c = client(timeout=120)
+    try:
+        labels = c.images.get(tag).labels or {}
+        sys_path = [p for p in labels.get(SYS_PATH_LABEL, "").split(":") if p] if SYS_PATH_LABEL in labels else None
+        program = bootstrap("/nonexistent", sys_path).split("from harness")[0] + (
+            f"import importlib; print(' '.join(m + '=' + str(getattr(importlib.import_module(m), '__version__', '?')) "
+            f"for m in {list(modules)!r}))")
+        try:
+            out = c.containers.run(tag, [python_path(), "-I", "-S", "-B", "-c", program], remove=True,
+                                   network_mode="none", user="65534:65534", stderr=True)
+        except Exception as exc:  # noqa: BLE001 - ContainerError carries the interpreter's stderr
+            text = getattr(exc, "stderr", None) or str(exc).encode()
+            last = (text.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
+            raise OSError(f"image {tag!r} cannot import its runtimes: {last[:300]}") from None
+        return out.decode().strip()
+    finally:
+        c.close()

@@ -3,7 +3,9 @@
 :func:`probe` starts a real sandboxed child with the chosen backend, applies every layer and runs
 hostile checks inside it (:mod:`harness.sandbox.probe`): read a world-readable secret file, write
 outside the scratch folder, connect to a TCP port the parent listens on, fork past the process
-limit, signal the parent.
+limit, signal the parent. :func:`model_checks` then grades nothing but runs a real probe model of
+each format through the backend (``harness validate``'s path): a backend that cannot load a model
+is not ready, however well it contains one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 from harness.errors import SubmissionFailure
 from harness.sandbox import cgroups, protocol
@@ -128,6 +131,81 @@ def probe(backend: str = "process", *, limits: Limits | None = None, secret_file
         sd.remove()
 
 
+PROBE_FORMATS = ("onnx", "torchscript", "torch_export")
+_PROBE_SHAPE = (1, 16, 16)  # channels, height, width
+_PROBE_LATENT = 3
+
+
+def write_probe_model(folder: str, fmt: str) -> str:
+    """A tiny linear encoder of ``fmt`` with its submission.json in ``folder`` (ONNX through the onnx
+    package; the torch formats need torch here). Returns the folder."""
+    import json
+
+    import numpy as np
+
+    c, h, w = _PROBE_SHAPE
+    weight = np.random.default_rng(0).standard_normal((c * h * w, _PROBE_LATENT)).astype(np.float32)
+    model = {"onnx": "encoder.onnx", "torchscript": "encoder.pt", "torch_export": "encoder.pt2"}[fmt]
+    path = os.path.join(folder, model)
+    if fmt == "onnx":
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        graph = helper.make_graph(
+            [helper.make_node("Flatten", ["x"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "w"], ["z"])],
+            "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, h, w])],
+            [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", _PROBE_LATENT])],
+            [numpy_helper.from_array(weight, "w")])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    else:
+        import torch
+
+        class Probe(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.weight = torch.nn.Parameter(torch.from_numpy(weight), requires_grad=False)
+
+            def forward(self, x):
+                return x.flatten(1) @ self.weight
+
+        example = torch.zeros(2, c, h, w)
+        if fmt == "torchscript":
+            with warnings.catch_warnings():  # torch 2.13 deprecates jit; organizers still accept it
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.save(torch.jit.trace(Probe().eval(), example), path)
+        else:
+            batch = torch.export.Dim("batch", min=1, max=1_000_000)
+            torch.export.save(torch.export.export(Probe().eval(), (example,), dynamic_shapes=({0: batch},)), path)
+    with open(os.path.join(folder, "submission.json"), "w") as fh:
+        json.dump({"name": f"probe-{fmt}", "format": fmt, "model": model,
+                   "input": {"channels": c, "height": h, "width": w}, "latent_dim": _PROBE_LATENT,
+                   "outputs": ["mean"]}, fh)
+    return folder
+
+
+def model_checks(backend: str, *, formats=PROBE_FORMATS, limits: Limits | None = None) -> dict:
+    """Validate a probe model of each format through ``backend``: ``{fmt: {"ok", "message", "seconds"}}``.
+
+    A format whose probe cannot be built here (no torch) is ``ok: None`` with the reason."""
+    from harness.sandbox.validation import validate
+
+    results = {}
+    for fmt in formats:
+        with tempfile.TemporaryDirectory(prefix="harness-probe-model-") as tmp:
+            try:
+                write_probe_model(tmp, fmt)
+            except ImportError as exc:
+                results[fmt] = {"ok": None, "message": f"skipped: cannot build a {fmt} probe here ({exc})"}
+                continue
+            t0 = time.monotonic()
+            report = validate(tmp, backend=backend, limits=limits, probe_sizes=(1, 9))
+            failure = report["failure"] or {}
+            results[fmt] = {"ok": report["ok"], "seconds": round(time.monotonic() - t0, 2),
+                            "message": "loads and encodes" if report["ok"] else
+                            f"{failure.get('kind')}: {failure.get('message')}"}
+    return results
+
+
 def machine_facts() -> dict:
     from harness.sandbox import layers
 
@@ -166,7 +244,15 @@ def diagnose(backends=("process", "bwrap"), *, limits: Limits | None = None) -> 
     report = {"machine": machine_facts(), "backends": {}}
     for name in backends:
         try:
-            report["backends"][name] = probe(name, limits=limits)
+            result = probe(name, limits=limits)
         except (OSError, SubmissionFailure) as exc:
-            report["backends"][name] = {"backend": name, "available": False, "reason": str(exc)}
+            result = {"backend": name, "available": False, "reason": str(exc)}
+        if result.get("available") and not result.get("error"):
+            if name == "docker":
+                from harness.sandbox import docker
+
+                result["image"] = docker.image_identity()
+            result["models"] = model_checks(name, limits=limits)
+            result["ready"] = [f for f, m in result["models"].items() if m["ok"]]
+        report["backends"][name] = result
     return report

@@ -121,10 +121,16 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
             pass
         return
 
-    # Sandboxed from here on: anything that fails now is the submission's doing.
-    protocol.send(chan_out, {"ok": True, "stage": "sandboxed", "layers": applied, "report": report})
     from harness.errors import SubmissionFailure
     from harness.sandbox import loaders
+
+    try:  # before any byte of the model is read: a runtime this environment lacks is ours
+        loaders.import_runtime(cfg["format"])
+    except SubmissionFailure as exc:
+        protocol.send(chan_out, _failure_header(exc.kind, exc.message, exc.detail))
+        return
+    # Sandboxed from here on: anything that fails now is the submission's doing.
+    protocol.send(chan_out, {"ok": True, "stage": "sandboxed", "layers": applied, "report": report})
 
     try:
         forward, info = loaders.load_model(fmt=cfg["format"], path=cfg["model_path"], root=cfg["model_root"],

@@ -24,6 +24,30 @@ MAX_ONNX_SUBGRAPH_DEPTH = 64
 MAX_ONNX_NODES = 100_000
 
 
+# What each format's loader imports: the launcher imports it before the model has control, so a
+# runtime missing from the grader's environment (or image) is our infra_error, never a load_error.
+RUNTIME_MODULES = {"onnx": ("numpy", "onnx", "onnxruntime"),
+                   "torchscript": ("numpy", "torch"),
+                   "torch_export": ("numpy", "torch", "torch.export", "sympy")}
+
+
+def import_runtime(fmt: str) -> None:
+    """Import the runtime modules of ``fmt``; raise ``SubmissionFailure("infra_error")`` naming the
+    one this environment lacks."""
+    import importlib
+
+    for name in RUNTIME_MODULES.get(fmt, ()):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - ImportError, or a broken install raising anything
+            if is_memory_error(exc):  # the runtime's libraries do not fit the job's memory limit
+                raise _fail("memory_exceeded", f"importing {name} needs more memory than the limit allows "
+                            f"({one_line(exc, 200)})") from None
+            raise _fail("infra_error", f"the sandbox's Python cannot import {name} ({one_line(exc, 200)}), which "
+                        f"{fmt} models need: the grader's environment or image lacks it, the submission is "
+                        "not at fault") from None
+
+
 def _fail(kind: str, message: str, detail: str | None = None) -> SubmissionFailure:
     return SubmissionFailure(kind, message, detail)
 

@@ -87,7 +87,9 @@ def _spawn():
 
 
 def _fill_scratch(folder, megabytes):
-    """Write past the scratch quota in files under the per-file limit."""
+    """Write past the scratch quota in files under the per-file limit. Only a full folder (ENOSPC,
+    EDQUOT) counts as contained: a scratch folder the model cannot write at all is a broken sandbox
+    (models that keep a cache fail in it), reported as not contained."""
     chunk = b"x" * (1 << 20)
     written = 0
     names = [os.path.join(folder, f"fill-{i}") for i in range(megabytes // 16 + 2)]
@@ -98,6 +100,10 @@ def _fill_scratch(folder, megabytes):
                     fh.write(chunk)
                     fh.flush()
                     written += 1
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return f"the scratch folder is not writable ({errno.errorcode.get(exc.errno, exc.errno)} after {written} MB)"
+        raise
     finally:
         for name in names:
             try:
