@@ -503,3 +503,94 @@ def leaderboard_command(db, split, fmt, out, hide_failures):
         _echo(f"wrote {out}", err=True)
     else:
         _echo(text, nl=False)
+
+
+# --- the service: serve, teams, submit (issue 21) ---
+
+@cli.command("serve")
+@click.option("--challenge", "challenge_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Challenge TOML, with [[phases]] and [service] (docs/service.md).")
+@click.option("--db", required=True, type=click.Path(), help="SQLite store (grading jobs, teams, uploads).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local grading workers.")
+@click.option("--scheduler", default=None, metavar="ADDR", help="Grade on a Dask cluster instead (tcp://host:8786).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Where uploads are kept.  [default: <db>.data]")
+@click.option("--job-fn", default=None, hidden=True)
+def serve_command(challenge_path, db, host, port, workers, scheduler, data_dir, job_fn):
+    """Run the challenge: the HTTP API and pages, and the grading loop."""
+    from harness.service.server import serve
+
+    _echo(f"harness serve: http://{host}:{port}/  (store {db}; Ctrl-C stops)", err=True)
+    serve(challenge_path, db, host=host, port=port, workers=workers, scheduler=scheduler, data_dir=data_dir,
+          job_fn=job_fn)
+
+
+@cli.group("teams")
+def teams_group():
+    """Teams of `harness serve` and their tokens (stored hashed; a token is shown once)."""
+
+
+def _teams(db):
+    from harness.service.teams import Teams
+
+    return Teams(db)
+
+
+@teams_group.command("add")
+@click.argument("name")
+@click.option("--db", required=True, type=click.Path(), help="The server's SQLite store.")
+@click.option("--organizer", is_flag=True, help="An organizer token: admin API and pages, every split.")
+def teams_add(name, db, organizer):
+    """Create team NAME and print its token (once: keep it)."""
+    _echo(_teams(db).add(name, organizer=organizer))
+
+
+@teams_group.command("list")
+@click.option("--db", required=True, type=click.Path(exists=True, dir_okay=False))
+def teams_list(db):
+    """Teams, whether organizer, and their active tokens."""
+    import datetime as dt
+
+    for t in _teams(db).list():
+        made = dt.datetime.fromtimestamp(t["created_at"], dt.timezone.utc).isoformat(timespec="seconds")
+        _echo(f"{t['name']:24s} {'organizer' if t['organizer'] else 'team':9s} {t['active']} active token(s)  "
+              f"since {made}")
+
+
+@teams_group.command("revoke")
+@click.argument("name")
+@click.option("--db", required=True, type=click.Path(exists=True, dir_okay=False))
+def teams_revoke(name, db):
+    """Revoke every token of NAME (its submissions stay)."""
+    _echo(f"revoked {_teams(db).revoke(name)} token(s) of {name}")
+
+
+@teams_group.command("rotate")
+@click.argument("name")
+@click.option("--db", required=True, type=click.Path(exists=True, dir_okay=False))
+def teams_rotate(name, db):
+    """Revoke NAME's tokens and print a new one."""
+    _echo(_teams(db).rotate(name))
+
+
+@cli.command("submit")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--server", required=True, metavar="URL", help="The challenge server, e.g. http://host:8000")
+@click.option("--token", envvar="HARNESS_TOKEN", required=True, help="Your team's token (or $HARNESS_TOKEN).")
+@click.option("--wait", is_flag=True, help="Follow the submission to its verdict.")
+@click.option("--poll", type=click.FloatRange(min=0.1), default=2.0, show_default=True, hidden=True)
+def submit_command(path, server, token, wait, poll):
+    """Upload PATH (a submission folder, zipped on the fly, or an archive) to a `harness serve`.
+
+    Prints the submission id. Exit 0 scored (or accepted, without --wait), 1 failed, 2 bad input
+    (refused, over quota, bad token), 3 server or infrastructure."""
+    from harness.service.client import SubmitError, submit
+
+    try:
+        for line in submit(path, server=server, token=token, wait=wait, poll=poll):
+            _echo(line)
+    except SubmitError as exc:
+        _echo(f"error: {exc}", err=True)
+        sys.exit(exc.code)

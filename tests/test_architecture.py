@@ -24,6 +24,7 @@ ALLOWED = {
     "grading": {"evaluation", "datasets", "metrics", "submission", "sandbox", "allocator", "errors", "text",
                 "pt2_rules"},
     "baseline": {"datasets", "submission", "sandbox", "allocator", "errors", "text", "pt2_rules"},
+    "service": {"grading", "evaluation", "submission", "errors", "text"},
     "cli": None,  # everything
     "__main__": None,
     "__init__": None,

@@ -29,7 +29,8 @@ CHALLENGE_2019_VALUES = (
     "irs.irs",
 )
 
-_TOP_KEYS = {"name", "seed", "splits", "metrics", "ranking", "limits", "sandbox", "grading"}
+_TOP_KEYS = {"name", "seed", "splits", "metrics", "ranking", "limits", "sandbox", "grading",
+             "phases", "service"}  # the last two are read by `harness serve` (harness.service.config)
 _SECTION_KEYS = {
     "splits": set(SPLITS),
     "metrics": {"preset", "names", "params"},

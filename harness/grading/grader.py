@@ -242,7 +242,26 @@ def adopt_finished_orphans(store: Store, log_root: Path, challenge: Challenge) -
     return adopted
 
 
-def _loop(store, executor, challenge, run_id, job_fn, log_root, summary, echo, poll_interval):
+def grade_forever(challenge: Challenge, db, *, stop, workers: int = 1, scheduler: str | None = None,
+                  job_fn: str | None = None, log_dir=None, echo=None, poll_interval: float = 0.2) -> None:
+    """Run the jobs the store's other writers queue (``harness serve``'s uploads) until ``stop``
+    (a ``threading.Event``) is set: the batch grader's loop, the same leases and exactly-once ends,
+    idling instead of returning when the queue is empty. Recovers abandoned jobs on start."""
+    echo = echo or (lambda line: None)
+    store = Store(db)
+    try:
+        run_id = store.start_run(command="serve")
+        log_root = (Path(log_dir) if log_dir else Path(str(db) + ".logs")).resolve()
+        adopt_finished_orphans(store, log_root, challenge)
+        store.recover(max_attempts=challenge.max_attempts)
+        summary = GradeSummary(registered={}, recovered=[])
+        executor = DaskExecutor(scheduler, challenge) if scheduler else LocalExecutor(workers, challenge)
+        _loop(store, executor, challenge, run_id, job_fn, log_root, summary, echo, poll_interval, stop=stop)
+    finally:
+        store.close()
+
+
+def _loop(store, executor, challenge, run_id, job_fn, log_root, summary, echo, poll_interval, stop=None):
     lease = challenge.lease_seconds
     last_renew = time.time()
     try:
@@ -275,10 +294,13 @@ def _loop(store, executor, challenge, run_id, job_fn, log_root, summary, echo, p
                 else:
                     f = outcome["failure"]
                     echo(f"{'retrying' if state == 'queued' else 'failed'} {what}: {f['kind']}: {f['message']}")
+            if stop is not None and stop.is_set():
+                break
             if not executor.running:
-                if not store.has_queued():
+                if stop is None and not store.has_queued():
                     break
-                continue
+                if stop is None:
+                    continue
             if time.time() - last_renew > lease / 4:
                 store.renew(run_id, executor.running.keys(), lease)
                 last_renew = time.time()
@@ -288,7 +310,8 @@ def _loop(store, executor, challenge, run_id, job_fn, log_root, summary, echo, p
         for job_id, attempt in executor.shutdown():
             store.release(job_id, run_id, attempt, "grader interrupted")
         raise
-    executor.shutdown()
+    for job_id, attempt in executor.shutdown():  # stopped (serve): the next grader runs them
+        store.release(job_id, run_id, attempt, "grader stopped")
 
 
 def _cleanup_workdir(workdir: Path) -> None:

@@ -45,6 +45,7 @@ class Board:
     unranked: list = field(default_factory=list)   # {"name", "participant", "reason"}
     not_chosen: list = field(default_factory=list)  # other entries of placed participants
     duplicates: list = field(default_factory=list)  # [entry names] with identical content, several participants
+    baselines: list = field(default_factory=list)  # Row-like dicts: shown, marked, never ranked against entries
 
 
 def _column_names(datasets, values) -> list[str]:
@@ -62,8 +63,13 @@ def _interval(values: dict, key: str):
     return None
 
 
-def build_board(store: Store, *, split: str = "public") -> Board:
-    """The leaderboard of ``split`` from what the store holds now."""
+def build_board(store: Store, *, split: str = "public", hidden=(), baselines=()) -> Board:
+    """The leaderboard of ``split`` from what the store holds now.
+
+    ``hidden``: entry names left off the board (hidden or disqualified by the organizer);
+    ``baselines``: entry names shown with their values, marked, and not ranked against the others.
+    """
+    hidden, baselines = set(hidden), set(baselines)
     stored = store.get_meta("challenge")
     if stored is None:
         raise InputError(f"{store.path}: nothing graded yet")
@@ -81,6 +87,8 @@ def build_board(store: Store, *, split: str = "public") -> Board:
     entries, extra = [], {}
     for sub in store.submissions():
         name = sub["name"]
+        if name in hidden:
+            continue
         reason, vals, cis = None, [], []
         for ds in datasets:
             job = jobs.get((name, ds))
@@ -108,13 +116,17 @@ def build_board(store: Store, *, split: str = "public") -> Board:
             if any((name, ds) in jobs for ds in datasets):
                 board.unranked.append({"name": name, "participant": sub["participant"], "reason": reason})
             continue
+        if name in baselines:
+            board.baselines.append({"name": name, "participant": sub["participant"], "values": vals, "intervals": cis})
+            continue
         entries.append(Entry(name=name, participant=sub["participant"], order=sub["seq"], values=tuple(vals)))
         extra[name] = cis
 
     placed = rank_board(entries, higher)
     chosen = {p.entry.name for p in placed}
     board.not_chosen = [{"name": e.name, "participant": e.participant} for e in entries if e.name not in chosen]
-    board.duplicates = [[r["name"] for r in rows] for rows in store.duplicates()]
+    board.duplicates = [names for rows in store.duplicates()
+                        if len(names := [r["name"] for r in rows if r["name"] not in hidden]) > 1]
     for p in placed:
         board.rows.append(Row(position=p.position, name=p.entry.name, participant=p.entry.participant,
                               mean_rank=p.mean_rank, values=list(p.entry.values), intervals=extra[p.entry.name],
@@ -215,6 +227,9 @@ def to_dict(board: Board) -> dict:
                      "values": {c: {"value": r.values[j], "ci95": r.intervals[j], "rank": r.ranks[j]}
                                 for j, c in enumerate(board.columns)}} for r in board.rows],
         "not_shown": board.not_chosen, "unranked": board.unranked, "identical": board.duplicates,
+        "baselines": [{"submission": b["name"], "participant": b["participant"],
+                       "values": {c: {"value": b["values"][j], "ci95": b["intervals"][j]}
+                                  for j, c in enumerate(board.columns)}} for b in board.baselines],
     }
 
 

@@ -182,12 +182,13 @@ class Store:
         return _proc_start(run["pid"]) != run["proc_start"]
 
     # ---- registration -------------------------------------------------------------------------
-    def register(self, entries, challenge, *, regrade=()) -> dict:
+    def register(self, entries, challenge, *, regrade=(), splits=None) -> dict:
         """Create or refresh the jobs of ``entries`` (SubmissionEntry) under ``challenge``.
 
         Unchanged jobs (same content hash and evaluation config) are left alone unless their
         submission is in ``regrade``; changed ones are archived to ``history`` and re-queued.
         Jobs that failed with ``infra_error`` are re-queued: a new run retries our own failures.
+        ``splits``: only the jobs of these splits (default: every split of the challenge).
         Returns counts: new, requeued, unchanged.
         """
         now = time.time()
@@ -222,6 +223,8 @@ class Store:
                         (entry.participant, entry.manifest_error, entry.name),
                     )
                 for split in challenge.splits:
+                    if splits is not None and split not in splits:
+                        continue
                     for dataset in challenge.datasets[split]:
                         row = self.db.execute(
                             "SELECT * FROM jobs WHERE submission=? AND dataset=? AND split=?",
