@@ -448,3 +448,47 @@ def test_pages_escape_what_participants_wrote(server):
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
     home = httpx.get(f"{srv.url}/", cookies={"harness_token": alice}).text
     assert "<img src=x" not in home and "&lt;img" in home
+
+
+# ---- the pages in a real browser ---------------------------------------------------------------
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; .ci/run installs it)")
+def test_browser_sees_a_graded_submission_appear_and_the_organizer_reruns_it(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    srv = server()
+    alice, org = srv.team("alice"), srv.team("org", organizer=True)
+    srv.start()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            dialogs = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(srv.url + "/")
+            assert "No ranked submission yet" in page.content()
+            sub = srv.upload(alice, submission_zip({"value": 0.7}), filename="<img src=x onerror=alert(1)>.zip").json()["id"]
+            # the page reloads itself: the graded entry appears without any action here
+            row = page.locator("table.board[data-split=public] tr.entry", has_text=f"alice/{sub}")
+            row.wait_for(timeout=30_000)
+            assert "0.700" in row.inner_text()
+
+            page.goto(srv.url + "/login")
+            page.fill("input[name=token]", org)
+            page.click("button[type=submit]")
+            page.wait_for_url(srv.url + "/admin")
+            admin_row = page.locator(f"#admin-subs tr[data-id='{sub}']")
+            assert "scored" in admin_row.inner_text()
+            assert "<img src=x onerror=alert(1)>.zip" in admin_row.inner_text()  # shown as text, not run
+            before = len(srv.executions())
+            admin_row.locator("button[value=regrade]").click()
+            page.wait_for_url(srv.url + "/admin")
+            deadline = time.monotonic() + 30
+            while len(srv.executions()) < before + 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(srv.executions()) == before + 2  # re-run on both splits
+            assert dialogs == []
+        finally:
+            browser.close()

@@ -161,7 +161,9 @@ class WorkerProcess:
         self._log = open(self.log_path, "ab")
         self.started = time.time()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.grading.worker", str(self.spec_path), str(self.outcome_path)],
+            # -c, not -m: harness.grading imports this module, and runpy would warn in every job's log
+            [sys.executable, "-c", "import sys; from harness.grading.worker import main; sys.exit(main(sys.argv[1:]))",
+             str(self.spec_path), str(self.outcome_path)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,  # its own process group: a timeout kills the job's children too
         )

@@ -117,7 +117,8 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
         return teams.verify(token)
 
     def require(request: Request, *, organizer: bool = False) -> Caller:
-        caller = caller_of(request)
+        # reads also take the pages' cookie (links from a page); writes need the bearer header
+        caller = caller_of(request, cookie=request.method == "GET")
         if caller is None:
             raise HTTPException(401, "unknown or revoked token (Authorization: Bearer <token>)",
                                 headers={"WWW-Authenticate": "Bearer"})

@@ -18,7 +18,7 @@ th,td{padding:6px 10px;border-bottom:1px solid #e3e3e3;text-align:left;vertical-
 th{background:#f0f1f3}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .ci{color:#777;font-size:12px}tr.flag td{background:#fff8e1}tr.base td{background:#eef5ff;font-style:italic}
 .note{color:#555;font-size:13px}.kind{font-family:monospace}.state-scored{color:#1a7f37}.state-failed{color:#cf222e}
-pre{background:#f6f8fa;padding:10px;overflow:auto;max-height:300px;font-size:12px}
+pre{background:#f6f8fa;padding:10px;overflow:auto;max-height:300px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
 form.inline{display:inline}button{font-size:12px;margin-right:4px}
 </style></head><body>
 <header><a href="/"><strong>{{ config.challenge.name }}</strong></a>
@@ -76,7 +76,7 @@ TEMPLATES = {
 <td>{% if j.failure %}<span class=kind>{{ j.failure.kind }}</span>: {{ j.failure.message }}{% endif %}</td></tr>{% endfor %}</table>
 {% for j in sub.jobs %}{% if j.failure and j.failure.detail %}<h3>{{ j.split }}: detail</h3><pre>{{ j.failure.detail }}</pre>{% endif %}
 {% if j.log_tail %}<h3>{{ j.split }}: log (last lines)</h3><pre>{{ j.log_tail }}</pre>{% endif %}{% endfor %}
-<p><a href="/api/v1/submissions/{{ sub.id }}/results">results.json</a></p>
+<p><a href="/api/v1/submissions/{{ sub.id }}/report">report</a> · <a href="/api/v1/submissions/{{ sub.id }}/results">results.json</a></p>
 {% endblock %}""",
     "admin.html": """{% extends "base.html" %}{% block title %}: admin{% endblock %}{% block main %}
 <h2>Queue</h2><p>{% for k, v in counts.items() %}{{ k }}: <strong>{{ v }}</strong>{% if not loop.last %} · {% endif %}{% endfor %}</p>
