@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
@@ -110,6 +110,13 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
     app.state.grader_alive = lambda: True  # set by the server once the grading loop runs
     board_cache: dict = {}
     board_lock = threading.Lock()
+    local = threading.local()
+
+    def reader() -> Store:
+        """This thread's store connection (opening one per request would take the write lock)."""
+        if getattr(local, "store", None) is None:
+            local.store = Store(db)
+        return local.store
 
     # ---- who is calling ------------------------------------------------------------------------
     def caller_of(request: Request, *, cookie: bool = False) -> Caller | None:
@@ -131,8 +138,7 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
 
     # ---- what a team may see -------------------------------------------------------------------
     def summary(row, *, detail: bool = False, organizer: bool = False) -> dict:
-        with Store(db) as store:
-            jobs = _jobs_of(store, row["entry"])
+        jobs = _jobs_of(reader(), row["entry"])
         visible = set(config.challenge.splits if organizer else config.visible_splits())
         states = [j["state"] for j in jobs]
         if not jobs:
@@ -171,8 +177,7 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
         from harness.evaluation.results import new_results
 
         visible = set(config.challenge.splits if organizer else config.visible_splits())
-        with Store(db) as store:
-            jobs = [j for j in _jobs_of(store, row["entry"]) if j["split"] in visible]
+        jobs = [j for j in _jobs_of(reader(), row["entry"]) if j["split"] in visible]
         results = new_results({"name": row["filename"], "format": None, "sha256": None})
         results["status"] = "ok"
         for j in jobs:
@@ -194,19 +199,28 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
             raise HTTPException(404, f"no split {split!r} (the challenge has: {', '.join(config.challenge.splits)})")
         if not organizer and split not in config.visible_splits():
             raise HTTPException(403, f"the {split} leaderboard is revealed when the last phase ends")
-        key = (split, organizer)
-        with board_lock:  # the board changes only when a job ends: rebuild at most once a second
-            cached = board_cache.get(key)
-            if cached and time.monotonic() - cached[0] < 1.0:
-                return cached[1]
-        flags = uploads.flagged()
-        with Store(db) as store:
-            if store.get_meta("challenge") is None:
-                store.set_meta("challenge", config.challenge.to_dict())
-            result = to_dict(build_board(store, split=split, hidden=flags["hidden"], baselines=flags["baseline"]))
+        return json.loads(board_json(split, organizer))
+
+    def cached_board(split: str, organizer: bool) -> bytes | None:
         with board_lock:
-            board_cache[key] = (time.monotonic(), result)
-        return result
+            cached = board_cache.get((split, organizer))
+        return cached[1] if cached and time.monotonic() - cached[0] < 1.0 else None
+
+    def board_json(split: str, organizer: bool) -> bytes:
+        """The board as JSON bytes, rebuilt at most once a second: it changes only when a job ends, and
+        a popular board is read by many clients at once."""
+        cached = cached_board(split, organizer)
+        if cached is not None:
+            return cached
+        flags = uploads.flagged()
+        store = reader()
+        if store.get_meta("challenge") is None:
+            store.set_meta("challenge", config.challenge.to_dict())
+        result = to_dict(build_board(store, split=split, hidden=flags["hidden"], baselines=flags["baseline"]))
+        body = json.dumps(result).encode()
+        with board_lock:
+            board_cache[(split, organizer)] = (time.monotonic(), body)
+        return body
 
     def own(request: Request, upload_id: str, caller: Caller):
         row = uploads.get(upload_id, None if caller.organizer else caller.team)
@@ -217,8 +231,7 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
     # ---- API -----------------------------------------------------------------------------------
     @app.get("/healthz")
     def healthz():
-        with Store(db) as store:
-            counts = store.counts()
+        counts = reader().counts()
         return {"ok": True, "grader": bool(app.state.grader_alive()), "jobs": counts,
                 "phase": (uploads.phase() or None) and uploads.phase().name}
 
@@ -295,9 +308,16 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
         return HTMLResponse(render_report(results))
 
     @app.get(f"{API}/leaderboard")
-    def get_leaderboard(request: Request, split: str = "public"):
-        caller = caller_of(request)
-        return board(split, organizer=bool(caller and caller.organizer))
+    async def get_leaderboard(request: Request, split: str = "public"):
+        token = _bearer(request)
+        caller = await run_in_threadpool(teams.verify, token) if token else None
+        organizer = bool(caller and caller.organizer)
+        if split not in config.challenge.splits:
+            raise HTTPException(404, f"no split {split!r} (the challenge has: {', '.join(config.challenge.splits)})")
+        if not organizer and split not in config.visible_splits():
+            raise HTTPException(403, f"the {split} leaderboard is revealed when the last phase ends")
+        body = cached_board(split, organizer) or await run_in_threadpool(board_json, split, organizer)
+        return Response(body, media_type="application/json")
 
     def admin_action(upload_id: str, action: str, value: bool = True):
         row = uploads.get(upload_id)
@@ -321,9 +341,9 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
     @app.get(f"{API}/admin/queue")
     def queue(request: Request):
         require(request, organizer=True)
-        with Store(db) as store:
-            jobs = [dict(j) for j in store.jobs() if j["state"] in ("queued", "running")]
-            counts = store.counts()
+        store = reader()
+        jobs = [dict(j) for j in store.jobs() if j["state"] in ("queued", "running")]
+        counts = store.counts()
         keep = ("id", "submission", "dataset", "split", "state", "attempts", "owner", "lease_deadline", "created_at",
                 "started_at")
         return {"counts": counts, "jobs": [{k: j[k] for k in keep} for j in jobs]}
@@ -379,9 +399,8 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
             return RedirectResponse("/login", status_code=303)
         if not caller.organizer:
             raise HTTPException(403, "organizer token required")
-        with Store(db) as store:
-            counts = store.counts()
-            failures = [dict(j) for j in store.jobs(state="failed")]
+        counts = reader().counts()
+        failures = [dict(j) for j in reader().jobs(state="failed")]
         entry_to_id = {r["entry"]: r["id"] for r in uploads.of_team(None)}
         return HTMLResponse(pages.render("admin.html", config=config, caller=caller, counts=counts,
                                          subs=[summary(r, organizer=True) for r in uploads.of_team(None)],
