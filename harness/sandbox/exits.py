@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from harness.errors import SubmissionFailure
 
 _MEMORY_WORDS = ("bad_alloc", "out of memory", "cannot allocate memory", "can't allocate memory", "memoryerror",
-                 "failed to map segment from shared object")
+                 "failed to map segment from shared object",
+                 # glibc could not load its unwinder for a C++ exception: an mmap refused under RLIMIT_AS
+                 "libgcc_s.so.1 must be installed for unwinding")
 LOADING_STAGES = ("setting up the sandbox", "loading the model")
 
 

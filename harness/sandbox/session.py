@@ -310,7 +310,7 @@ class EncoderSession:
                 self._killed_for_wall = True
                 self._backend.kill(self._proc, self._sd)
             death = self._death(what)
-            if ours:
+            if ours and death.kind != "memory_exceeded":  # the runtime's import does not fit the limit
                 death = SubmissionFailure("infra_error", f"the sandbox failed while {what} ({death.message})",
                                           death.detail)
             self._fail(death)
