@@ -146,13 +146,14 @@ class Server:
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
-    def start(self):
+    def start(self, *, scheduler: str | None = None):
         self.port = free_port()
+        grading = ["--scheduler", scheduler] if scheduler else ["--workers", str(self.workers)]
         self.url = f"http://127.0.0.1:{self.port}"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "harness", "serve", "--challenge", self.root / "c.toml", "--db", self.db,
-                 "--data", self.data, "--port", str(self.port), "--workers", str(self.workers), "--job-fn", JOB_FN],
+                 "--data", self.data, "--port", str(self.port), *grading, "--job-fn", JOB_FN],
                 env=self.env, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -377,6 +378,21 @@ def test_sigkill_during_uploads_and_grading_loses_nothing_and_grades_once(server
     assert [s["id"] for s in srv.get("/api/v1/submissions", alice).json()["submissions"]] == ids[::-1]
     endings = srv.endings()
     assert len(endings) == 6 and set(endings.values()) == {1}  # every job ended exactly once
+
+
+def test_grading_on_a_dask_cluster(server, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    srv = server()
+    alice = srv.team("alice")
+    for key in ("PYTHONPATH", "SERVICE_TEST_RECORD"):  # the cluster's worker process imports the job from here
+        monkeypatch.setenv(key, srv.env[key])
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        srv.start(scheduler=cluster.scheduler_address)
+        ids = [srv.upload(alice, submission_zip({"value": v})).json()["id"] for v in (0.4, 0.6)]
+        assert set(srv.wait_until_graded(alice, ids).values()) == {"scored"}
+        srv.stop()
+    assert len(srv.executions()) == 4 and set(srv.endings().values()) == {1}
 
 
 def test_organizer_regrade_hide_baseline_disqualify(server):

@@ -63,9 +63,15 @@ class _FilePart:
 
     def _hfield(self, data, start, end):
         self._field += data[start:end]
+        self._bound()
 
     def _hvalue(self, data, start, end):
         self._value += data[start:end]
+        self._bound()
+
+    def _bound(self):
+        if len(self._field) + len(self._value) > 16384 or len(self._headers) > 32:  # part headers are small
+            raise ValueError("multipart part headers too large")
 
     def _hend(self):
         self._headers[self._field.lower()] = self._value
