@@ -30,7 +30,7 @@ from harness.grading.store import Store
 from harness.service import pages
 from harness.service.config import ServiceConfig
 from harness.service.teams import Caller, Teams
-from harness.service.uploads import FLAGS, QuotaExceeded, Uploads
+from harness.service.uploads import FLAGS, QuotaExceeded, Uploads, archive_suffix
 
 API = "/api/v1"
 COOKIE = "harness_token"
@@ -228,7 +228,7 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
             board_cache[(split, organizer)] = (time.monotonic(), body)
         return body
 
-    def own(request: Request, upload_id: str, caller: Caller):
+    def own(upload_id: str, caller: Caller):
         row = uploads.get(upload_id, None if caller.organizer else caller.team)
         if row is None:
             raise HTTPException(404, "no such submission")
@@ -271,12 +271,11 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
                     raise HTTPException(422, "the multipart body could not be read") from None
             if reader.filename is None:
                 raise HTTPException(422, "no multipart field 'file'")
-            filename = "".join(c for c in reader.filename.rsplit("/", 1)[-1] if c.isprintable())[:200]
+            filename = "".join(c for c in reader.filename.replace("\\", "/").rsplit("/", 1)[-1] if c.isprintable())[:200]
             if not filename.lower().endswith(ARCHIVES):
-                raise HTTPException(422, f"upload a .zip or .tar.gz archive of the submission folder "
-                                         f"(`harness submit FOLDER` zips it for you)")
-            named = part.with_name(part.stem + (".tar.gz" if filename.lower().endswith((".tar.gz", ".tgz")) else
-                                                ".tar" if filename.lower().endswith(".tar") else ".zip"))
+                raise HTTPException(422, "upload a .zip or .tar.gz archive of the submission folder "
+                                         "(`harness submit FOLDER` zips it for you)")
+            named = part.with_name(part.stem + archive_suffix(filename))
             os.replace(part, named)
             part = named
             failure = await run_in_threadpool(_check_submission, part, config)
@@ -298,19 +297,19 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
     @app.get(f"{API}/submissions/{{upload_id}}")
     def get_submission(upload_id: str, request: Request):
         caller = require(request)
-        return summary(own(request, upload_id, caller), detail=True, organizer=caller.organizer)
+        return summary(own(upload_id, caller), detail=True, organizer=caller.organizer)
 
     @app.get(f"{API}/submissions/{{upload_id}}/results")
     def get_results(upload_id: str, request: Request):
         caller = require(request)
-        return results_of(own(request, upload_id, caller), organizer=caller.organizer)
+        return results_of(own(upload_id, caller), organizer=caller.organizer)
 
     @app.get(f"{API}/submissions/{{upload_id}}/report", response_class=HTMLResponse)
     def get_report(upload_id: str, request: Request):
         from harness.evaluation.report import render_report
 
         caller = require(request)
-        results = results_of(own(request, upload_id, caller), organizer=caller.organizer)
+        results = results_of(own(upload_id, caller), organizer=caller.organizer)
         return HTMLResponse(render_report(results))
 
     @app.get(f"{API}/leaderboard")
@@ -394,7 +393,7 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
         caller = caller_of(request, cookie=True)
         if caller is None:
             return RedirectResponse("/login", status_code=303)
-        row = own(request, upload_id, caller)
+        row = own(upload_id, caller)
         return HTMLResponse(pages.render("submission.html", config=config, caller=caller,
                                          sub=summary(row, detail=True, organizer=caller.organizer)))
 

@@ -52,6 +52,12 @@ class QuotaExceeded(Exception):
         self.retry_after, self.quota = retry_after, quota
 
 
+def archive_suffix(filename: str) -> str:
+    """The archive type an uploaded file's name says (the loader reads it from the suffix)."""
+    name = filename.lower()
+    return ".tar.gz" if name.endswith((".tar.gz", ".tgz")) else ".tar" if name.endswith(".tar") else ".zip"
+
+
 def next_midnight(now: dt.datetime) -> dt.datetime:
     return dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
 
@@ -121,8 +127,7 @@ class Uploads:
         now = utcnow()
         phase = self.phase(now)
         upload_id = secrets.token_hex(6)
-        suffix = ".tar.gz" if filename.lower().endswith((".tar.gz", ".tgz")) else \
-            ".tar" if filename.lower().endswith(".tar") else ".zip"
+        suffix = archive_suffix(filename)
         final_dir = self.stored / team / upload_id
         con = self.connect()
         try:
