@@ -378,7 +378,8 @@ def test_dci_on_a_constant_code_is_its_documented_zero(estimator):
     factors = rng.integers(0, 5, (600, 3))
     codes = np.zeros((600, 4), np.float32)
     out = metrics.dci(codes[:400], factors[:400], codes[400:], factors[400:], estimator=estimator, n_bootstrap=5)
-    assert out["disentanglement"] == pytest.approx(0, abs=1e-12) and out["completeness"] == pytest.approx(0, abs=1e-12)
+    assert out["disentanglement"] == 0.0 and out["completeness"] == 0.0  # exactly: no rounding residue
+    assert out["disentanglement_ci95"] == [0.0, 0.0] and out["completeness_ci95"] == [0.0, 0.0]
     majority = [np.mean(factors[400:, k] == np.bincount(factors[:400, k]).argmax()) for k in range(3)]
     assert out["informativeness_test"] == pytest.approx(np.mean(majority))
     # identical dimensions: the scores stay in [0, 1] (they were -2.2e-16)

@@ -65,6 +65,8 @@ def resolve_metrics(preset: str | None, metrics=None, metric_params: dict | None
                              f"known: {', '.join(sorted(params))}")
         params.update(preset_params.get(name, {}))
         params.update(metric_params.get(name, {}))
+        if hasattr(spec, "validate"):  # values in range, before any output folder or encoder exists
+            params = spec.validate(params)
         out.append((spec, params))
     return out
 

@@ -334,6 +334,13 @@ def parse_challenge(text: str, *, path="challenge.toml") -> Challenge:
                 if known_params[n] and key not in known_params[n]:
                     raise p.error(f"metrics.params.{n}", key,
                                   f"unknown parameter of {n} (known: {', '.join(sorted(known_params[n]))})")
+            from harness import metrics as metrics_mod
+
+            try:  # values in range (the registry's constraints), before any job is queued
+                metrics_mod.get(n).validate(params[n])
+            except InputError as exc:
+                bad = next((k for k in params[n] if f": {k} " in str(exc)), None)
+                raise p.error(f"metrics.params.{n}", bad, str(exc).split(": ", 1)[-1]) from None
 
     # ranking
     r = doc.get("ranking", {})

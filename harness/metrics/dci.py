@@ -198,9 +198,14 @@ def _entropy_weighted_score(importance: np.ndarray) -> np.ndarray:
 def disentanglement_completeness(importance: np.ndarray) -> tuple[float, float]:
     """(disentanglement, completeness) of a (D, K) importance matrix."""
     importance = np.asarray(importance, dtype=np.float64)
-    # in [0, 1] by definition; rounding of the entropies otherwise leaves +-2e-16 (identical or constant codes)
-    return (float(np.clip(_entropy_weighted_score(importance), 0.0, 1.0)),
-            float(np.clip(_entropy_weighted_score(importance.T), 0.0, 1.0)))
+    return _in_unit_range(_entropy_weighted_score(importance)), _in_unit_range(_entropy_weighted_score(importance.T))
+
+
+def _in_unit_range(value: float) -> float:
+    """In [0, 1] by definition: the entropies' rounding otherwise leaves +-2e-16 where the exact value is
+    0 or 1 (identical or constant codes), which reads as a score and breaks ties on a board."""
+    value = float(np.clip(value, 0.0, 1.0))
+    return 0.0 if value < 1e-12 else 1.0 if value > 1 - 1e-12 else value
 
 
 def dci(codes_train, factors_train, codes_test, factors_test, *, estimator: str = DEFAULT_ESTIMATOR,

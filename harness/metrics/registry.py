@@ -18,7 +18,10 @@ from harness.errors import InputError
 from harness.metrics import _bootstrap
 from harness.metrics import intervention as _intervention
 from harness.metrics.dci import DEFAULT_ESTIMATOR as _DCI_DEFAULT_ESTIMATOR
+from harness.metrics.dci import ESTIMATORS as _DCI_ESTIMATORS
 from harness.metrics.dci import dci as _dci
+from harness.metrics.downstream import ESTIMATORS as _DOWNSTREAM_ESTIMATORS
+from harness.metrics.downstream import PREDICTORS as _DOWNSTREAM_PREDICTORS
 from harness.metrics.downstream import downstream as _downstream
 from harness.metrics.infomec import infomec as _infomec
 from harness.metrics.irs import irs as _irs
@@ -34,6 +37,72 @@ from harness.metrics.request import ObservationRequest, request_rngs
 PRESETS = ("challenge", "dlib", "full")
 
 
+# --- parameter constraints (sklearn's validate_params style): checked before anything is encoded ---
+
+@dataclass(frozen=True)
+class Interval:
+    """A number of ``kind`` (int or float) in [low, high] (``None``: unbounded; open ends by flag)."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def problem(self, value) -> str | None:
+        kinds = (int, np.integer) if self.kind is int else (int, float, np.integer, np.floating)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return f"must be {'an integer' if self.kind is int else 'a number'}"
+        low_ok = self.low is None or (value > self.low if self.open_low else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.open_high else value <= self.high)
+        if low_ok and high_ok:
+            return None
+        lo = "" if self.low is None else f"{'>' if self.open_low else '>='} {self.low:g}"
+        hi = "" if self.high is None else f"{'<' if self.open_high else '<='} {self.high:g}"
+        return f"must be {'an integer' if self.kind is int else 'a number'} {' and '.join(x for x in (lo, hi) if x)}"
+
+
+@dataclass(frozen=True)
+class Options:
+    values: tuple
+
+    def problem(self, value) -> str | None:
+        ok = value in self.values and not (isinstance(value, bool) and not any(isinstance(v, bool) for v in self.values))
+        return None if ok else f"must be one of {', '.join(map(repr, self.values))}"
+
+
+@dataclass(frozen=True)
+class NJobs:
+    """scikit-learn's n_jobs: None (one), -1 (all cores), or a positive number of processes."""
+
+    def problem(self, value) -> str | None:
+        if value is None or (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                             and (value >= 1 or value == -1)):
+            return None
+        return "must be None, -1 (every core) or an integer >= 1"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """A non-empty sequence of integers >= 1."""
+
+    def problem(self, value) -> str | None:
+        if isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value):
+            return None
+        return "must be a non-empty list of integers >= 1"
+
+
+# The same name means the same thing in every metric; a metric's own choices go in its spec.
+PARAM_CONSTRAINTS = {
+    "num_train": Interval(int, 1), "num_test": Interval(int, 1), "num_eval": Interval(int, 1),
+    "num_variance_estimate": Interval(int, 2), "batch_size": Interval(int, 2), "num_bins": Interval(int, 2),
+    "n_bootstrap": Interval(int, 0), "n_jobs": NJobs(), "prune_threshold": Interval(float, 0),
+    "diff_quantile": Interval(float, 0, 1, open_low=True), "continuous_factors": Options((False, True)),
+    "train_sizes": Sizes(),
+}
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """A registered metric: its outputs, where it is used, and how to plan and score it."""
@@ -47,13 +116,26 @@ class MetricSpec:
     sample_fn: Callable = field(repr=False)
     score_fn: Callable = field(repr=False)
     preset_params: dict = field(default_factory=dict, repr=False)
+    choices: dict = field(default_factory=dict, repr=False)  # param -> Options of this metric's own
 
-    def _params(self, params: dict) -> dict:
+    def constraint(self, param: str):
+        return self.choices.get(param) or PARAM_CONSTRAINTS[param]
+
+    def validate(self, params: dict) -> dict:
+        """The defaults updated with ``params``; ``InputError`` naming the first unknown parameter or
+        value out of its range (so a bad ``--param`` stops before anything is encoded)."""
         unknown = sorted(set(params) - set(self.default_params))
         if unknown:
             raise InputError(f"metric {self.name}: unknown parameter(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(self.default_params))}")
-        return {**self.default_params, **params}
+        merged = {**self.default_params, **params}
+        for name, value in merged.items():
+            problem = self.constraint(name).problem(value)
+            if problem:
+                raise InputError(f"metric {self.name}: {name} {problem}, got {value!r}")
+        return merged
+
+    _params = validate
 
     def sample(self, dataset, *, seed: int, **params) -> ObservationRequest:
         """Which observations this metric needs (decided from ``seed`` and the sizes alone)."""
@@ -223,7 +305,7 @@ register(MetricSpec(
     citation="Eastwood and Williams, 2018. A Framework for the Quantitative Evaluation of Disentangled "
              "Representations. ICLR.",
     default_params={**_ARRAY_SIZES, "estimator": _DCI_DEFAULT_ESTIMATOR, "n_jobs": -1, **_CI},
-    preset_params={"dlib": {"estimator": "gbt"}},
+    preset_params={"dlib": {"estimator": "gbt"}}, choices={"estimator": Options(_DCI_ESTIMATORS)},
     sample_fn=_sample_uniform("dci"), score_fn=_score_train_test(_dci)))
 register(MetricSpec(
     name="sap", keys=("sap_score",), headline=("sap_score",), presets=("challenge", "dlib", "full"),
@@ -261,6 +343,7 @@ register(MetricSpec(
              "Disentangled Representations. ICML.",
     default_params={"num_train": 10000, "num_bins": 20, **_CI},
     sample_fn=_sample_uniform("unsupervised"), score_fn=_score_codes_only(_unsupervised)))
+_DOWNSTREAM_CHOICES = {"estimator": Options(_DOWNSTREAM_ESTIMATORS), "predictor": Options(_DOWNSTREAM_PREDICTORS)}
 _DOWNSTREAM_KEYS = tuple(f"{size}:{key}" for size in (10, 100, 1000, 10000)
                          for key in ("mean_train_accuracy", "mean_test_accuracy", "min_train_accuracy",
                                      "min_test_accuracy"))
@@ -271,6 +354,7 @@ register(MetricSpec(
              "Disentangled Representations. ICML.",
     default_params={"train_sizes": (10, 100, 1000, 10000), "num_test": 5000, "predictor": "logistic_regression",
                     "estimator": "lightgbm", "n_jobs": -1, **_CI},
+    choices=_DOWNSTREAM_CHOICES,
     sample_fn=_sample_downstream("downstream_logistic_regression"), score_fn=_score_downstream))
 register(MetricSpec(
     name="downstream_boosted_trees", keys=_DOWNSTREAM_KEYS,
@@ -279,7 +363,7 @@ register(MetricSpec(
              "Disentangled Representations. ICML.",
     default_params={"train_sizes": (10, 100, 1000, 10000), "num_test": 5000, "predictor": "boosted_trees",
                     "estimator": "lightgbm", "n_jobs": -1, **_CI},
-    preset_params={"dlib": {"estimator": "gbt"}},
+    preset_params={"dlib": {"estimator": "gbt"}}, choices=_DOWNSTREAM_CHOICES,
     sample_fn=_sample_downstream("downstream_boosted_trees"), score_fn=_score_downstream))
 register(MetricSpec(
     name="sap_continuous", keys=("sap_score",), headline=("sap_score",), presets=("full",),
