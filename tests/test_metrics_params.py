@@ -61,3 +61,16 @@ def test_cli_param_out_of_range_stops_before_encoding(tmp_path):
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.strip() == "error: metric dci: estimator must be one of 'lightgbm', 'gbt', got 'xgboost'"
     assert not out.exists()
+
+
+def test_fits_run_with_one_blas_thread_each():
+    """n_jobs is the cores the fits use in all: inside a fit, BLAS and OpenMP have one thread."""
+    from threadpoolctl import threadpool_info
+
+    from harness.metrics._parallel import parallel_map
+
+    def threads(_):
+        return {i["internal_api"]: i["num_threads"] for i in threadpool_info()}
+
+    seen = parallel_map(threads, [(0,), (1,)], 2)
+    assert all(set(s.values()) <= {1} for s in seen), seen

@@ -1,10 +1,18 @@
-"""Independent per-factor (or per-pair) fits spread over the cores with joblib."""
+"""Independent per-factor (or per-pair) fits spread over the cores with joblib.
+
+``n_jobs`` is the number of cores the fits use in all: ``n_jobs`` threads, each fit inside with one
+BLAS/OpenMP thread (threadpoolctl; LightGBM is given ``num_threads=1``). Without the limit every
+fit's BLAS starts a thread per core, and ``n_jobs`` fits on a many-core machine oversubscribe it
+(modularity_explicitness on 3,000 x 20 codes: 98-166 s wall against ~3 s with one BLAS thread).
+``None`` is one core, ``-1`` every core, ``-2`` all but one (joblib's convention).
+"""
 
 from __future__ import annotations
 
 import os
 
 from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
 
 
 def resolve_n_jobs(n_jobs) -> int:
@@ -24,10 +32,11 @@ def parallel_map(function, items, n_jobs, *, costs=None) -> list:
     """
     items = list(items)
     workers = min(resolve_n_jobs(n_jobs), len(items))
-    if workers <= 1:
-        return [function(*item) for item in items]
-    order = list(range(len(items))) if costs is None else sorted(range(len(items)), key=lambda i: -costs[i])
-    results = Parallel(n_jobs=workers, prefer="threads")(delayed(function)(*items[i]) for i in order)
+    with threadpool_limits(limits=1):  # one BLAS/OpenMP thread per fit: n_jobs cores in all
+        if workers <= 1:
+            return [function(*item) for item in items]
+        order = list(range(len(items))) if costs is None else sorted(range(len(items)), key=lambda i: -costs[i])
+        results = Parallel(n_jobs=workers, prefer="threads")(delayed(function)(*items[i]) for i in order)
     out = [None] * len(items)
     for i, result in zip(order, results):
         out[i] = result
