@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 KINDS = ("identity", "rotated", "noisy", "entangled", "duplicated", "collapsed", "random")
+# and what latent-quantized models (QLAE) and monotone decoders give: DCI's estimator is checked on all
+DCI_FAMILIES = KINDS + ("nonlinear", "quantized2", "quantized4", "quantized8", "mixed")
 
 
 def sample_factors(sizes, n, seed):
@@ -41,6 +43,16 @@ def represent(kind: str, factors: np.ndarray, sizes, seed: int = 0, num_dims: in
         return codes
     if kind == "random":
         return noise
+    if kind == "nonlinear":  # a monotone warp of each factor's axis
+        return np.sinh(2.5 * base) + 0.05 * noise
+    if kind.startswith("quantized"):  # each dim one of L levels (latent quantization), a little label noise
+        levels = int(kind[len("quantized"):])
+        return np.round((np.clip(base + 0.1 * noise, -1, 1) + 1) / 2 * (levels - 1))
+    if kind == "mixed":  # half the dims quantized to 4 levels, half continuous
+        codes = base + 0.05 * noise
+        half = num_dims // 2
+        codes[:, :half] = np.round((np.clip(codes[:, :half], -1, 1) + 1) * 1.5)
+        return codes
     raise ValueError(kind)
 
 
