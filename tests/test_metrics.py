@@ -388,16 +388,17 @@ def test_dci_on_a_constant_code_is_its_documented_zero(estimator):
     assert 0.0 <= out["disentanglement"] <= 1.0 and 0.0 <= out["completeness"] <= 1.0
 
 
-@pytest.mark.parametrize("levels", [2, 4, 8])
-def test_dci_lightgbm_takes_sklearns_newton_steps_on_quantized_codes(levels):
+@pytest.mark.parametrize("kind,tolerance", [("quantized2", 0.01), ("quantized4", 0.01), ("quantized8", 0.01),
+                                            ("mixed", 0.02)])
+def test_dci_lightgbm_takes_sklearns_newton_steps_on_quantized_codes(kind, tolerance):
     """Codes of a few levels (latent-quantized models) fit in exact bins, so the default estimator
-    grows sklearn's trees with sklearn's leaf values: it matches gbt closely (it was 0.1-0.19 off
-    with gradient-mean leaves)."""
+    grows sklearn's trees with sklearn's leaf values: it matches gbt closely (it was 0.07-0.19 off
+    with gradient-mean leaves); so does a code half quantized, half continuous."""
     sizes = [3, 4, 5, 8]
     factors = sample_factors(sizes, 900, seed=3)
-    codes = represent(f"quantized{levels}", factors, sizes, seed=4, num_dims=6)
+    codes = represent(kind, factors, sizes, seed=4, num_dims=8 if kind == "mixed" else 6)
     data = codes[:600], factors[:600], codes[600:], factors[600:]
     fast = metrics.dci(*data, n_bootstrap=0, n_jobs=1)
     exact = metrics.dci(*data, estimator="gbt", n_bootstrap=0, n_jobs=1)
     for key in ("disentanglement", "completeness", "informativeness_test"):
-        assert fast[key] == pytest.approx(exact[key], abs=0.01), key
+        assert fast[key] == pytest.approx(exact[key], abs=tolerance), key
