@@ -96,11 +96,31 @@ def test_bad_options_raise_value_error_naming_them():
         metrics.irs(c, f, diff_quantile=2.0)
 
 
+def scalars(out: dict) -> dict:
+    """A metric's values without its intervals and tables (docs/metrics.md: the key naming rule)."""
+    return {k: v for k, v in out.items()
+            if not k.endswith(("_ci95", "_per_factor", "_matrix")) and k != "factor_entropy"}
+
+
+def test_mig_and_dci_return_the_matrices_behind_their_scores():
+    c, f, ct, ft = split("identity")
+    out = metrics.mig(c, f, n_bootstrap=0)
+    mi, h = np.asarray(out["mutual_info_matrix"]), np.asarray(out["factor_entropy"])
+    assert mi.shape == (c.shape[1], f.shape[1]) and h.shape == (f.shape[1],)
+    top = np.sort(mi, axis=0)
+    assert out["discrete_mig"] == pytest.approx(np.mean((top[-1] - top[-2]) / h))  # the score, from the table
+    out = metrics.dci(c, f, ct, ft, n_bootstrap=0, n_jobs=1)
+    from harness.metrics.dci import disentanglement_completeness
+
+    d, comp = disentanglement_completeness(np.asarray(out["importance_matrix"]))
+    assert (d, comp) == (out["disentanglement"], out["completeness"])
+
+
 @pytest.mark.parametrize("name", list(SINGLE) + list(PAIRED))
 def test_a_constant_code_dimension_has_a_defined_score(name):
     c, f, ct, ft = split("collapsed")
     out = SINGLE[name](c, f, n_bootstrap=0) if name in SINGLE else PAIRED[name](c, f, ct, ft, n_bootstrap=0)
-    assert all(np.isfinite(v) for k, v in out.items() if not k.endswith("_ci95"))
+    assert all(np.isfinite(v) for k, v in scalars(out).items())
 
 
 def test_unsupervised_with_constant_code_is_finite():
@@ -191,9 +211,9 @@ def test_scores_lie_in_unit_interval(data):
     c, f, ct, ft = data
     values = {}
     for name, fn in SINGLE.items():
-        values.update({f"{name}.{k}": v for k, v in fn(c, f, n_bootstrap=0).items() if k != "num_active_dims"})
+        values.update({f"{name}.{k}": v for k, v in scalars(fn(c, f, n_bootstrap=0)).items() if k != "num_active_dims"})
     for name in ("sap", "sap_continuous", "modularity_explicitness", "infomec"):
-        values.update({f"{name}.{k}": v for k, v in PAIRED[name](c, f, ct, ft, n_bootstrap=0).items()})
+        values.update({f"{name}.{k}": v for k, v in scalars(PAIRED[name](c, f, ct, ft, n_bootstrap=0)).items()})
     for key, value in values.items():
         assert 0.0 <= value <= 1.0, key
 
@@ -201,7 +221,9 @@ def test_scores_lie_in_unit_interval(data):
 def test_dci_scores_lie_in_unit_interval():
     for kind in ("identity", "random", "collapsed"):
         out = metrics.dci(*split(kind, n_train=300, n_test=100), n_bootstrap=0, n_jobs=1)
-        assert all(0.0 <= v <= 1.0 for v in out.values()), kind
+        assert all(0.0 <= v <= 1.0 for v in scalars(out).values()), kind
+        matrix = np.asarray(out["importance_matrix"])
+        assert matrix.shape == (5, 3) and np.all((np.isclose(matrix.sum(axis=0), 1) | (matrix.sum(axis=0) == 0)))
 
 
 # --- intervals --------------------------------------------------------------------------------------

@@ -287,8 +287,9 @@ def dci(codes_train, factors_train, codes_test, factors_test, *, estimator: str 
     ``informativeness_test_ci95`` by resampling the test set. ``seed`` seeds the estimators'
     tie-breaking and that resampling.
 
-    Returns ``{"disentanglement", "completeness", "informativeness_train", "informativeness_test"}``
-    and the intervals.
+    Returns ``{"disentanglement", "completeness", "informativeness_train", "informativeness_test"}``,
+    the intervals, and ``importance_matrix``: the (D, K) importances behind the scores, each
+    factor's column summing to 1 (or 0 where nothing could be split).
     """
     codes_train, factors_train, codes_test, factors_test = check_pair(
         codes_train, factors_train, codes_test, factors_test)
@@ -318,7 +319,8 @@ def dci(codes_train, factors_train, codes_test, factors_test, *, estimator: str 
             columns.append(np.abs(column / total) if total > 0 else np.zeros_like(column))
         return np.stack(columns, axis=1)
 
-    d, c = disentanglement_completeness(importance_matrix())
+    importance = importance_matrix()
+    d, c = disentanglement_completeness(importance)
     correct_train = np.stack([f[2] == factors_train[:, k] for k, f in enumerate(fits)], axis=1)
     correct_test = np.stack([f[3] == factors_test[:, k] for k, f in enumerate(fits)], axis=1)
 
@@ -337,4 +339,5 @@ def dci(codes_train, factors_train, codes_test, factors_test, *, estimator: str 
     _bootstrap.add_interval(out, "completeness", c, c_reps, n_bootstrap)
     out["informativeness_train"] = float(correct_train.mean(axis=0).mean())
     _bootstrap.add_interval(out, "informativeness_test", correct_test.mean(axis=0).mean(), acc_reps, n_bootstrap)
+    out["importance_matrix"] = importance.tolist()
     return out

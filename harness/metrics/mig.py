@@ -60,13 +60,18 @@ def mig(codes, factors, *, num_bins: int = 20, n_bootstrap: int = _bootstrap.DEF
     n_bootstrap : bootstrap replicates for ``discrete_mig_ci95`` (0: no interval).
     seed : seed of the bootstrap resampling.
 
-    Returns ``{"discrete_mig", "discrete_mig_ci95"}``. Factors that are constant in the sample are
-    left out of the average (disentanglement_lib returns NaN).
+    Returns ``{"discrete_mig", "discrete_mig_ci95", "mutual_info_matrix", "factor_entropy"}``: the
+    (D, K) mutual information in nats behind the score and each factor's entropy (what the report
+    draws). Factors that are constant in the sample are left out of the average (disentanglement_lib
+    returns NaN).
     """
     _, mi, h_factor = _tables(codes, factors, num_bins, n_bootstrap, seed, min_dims=2)
     keep = _informative(h_factor)
     gaps = _top_two_gap(mi[:, :, keep], axis=1) / h_factor[:, keep]
-    return _with_interval("discrete_mig", gaps.mean(axis=1), n_bootstrap)
+    out = _with_interval("discrete_mig", gaps.mean(axis=1), n_bootstrap)
+    out["mutual_info_matrix"] = mi[0].tolist()
+    out["factor_entropy"] = h_factor[0].tolist()
+    return out
 
 
 def mig_sup(codes, factors, *, num_bins: int = 20, n_bootstrap: int = _bootstrap.DEFAULT_N_BOOTSTRAP,
