@@ -65,6 +65,7 @@ def test_cli_param_out_of_range_stops_before_encoding(tmp_path):
 
 def test_fits_run_with_one_blas_thread_each():
     """n_jobs is the cores the fits use in all: inside a fit, BLAS and OpenMP have one thread."""
+    import lightgbm  # noqa: F401 - its OpenMP runtime loaded, as in a real evaluation
     from threadpoolctl import threadpool_info
 
     from harness.metrics._parallel import parallel_map

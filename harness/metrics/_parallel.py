@@ -32,11 +32,16 @@ def parallel_map(function, items, n_jobs, *, costs=None) -> list:
     """
     items = list(items)
     workers = min(resolve_n_jobs(n_jobs), len(items))
-    with threadpool_limits(limits=1):  # one BLAS/OpenMP thread per fit: n_jobs cores in all
+    def one_thread(*item):
+        # OpenMP's thread count is per thread: set it in each worker (BLAS's is process-wide, below)
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return function(*item)
+
+    with threadpool_limits(limits=1, user_api="blas"):  # one BLAS thread per fit: n_jobs cores in all
         if workers <= 1:
-            return [function(*item) for item in items]
+            return [one_thread(*item) for item in items]
         order = list(range(len(items))) if costs is None else sorted(range(len(items)), key=lambda i: -costs[i])
-        results = Parallel(n_jobs=workers, prefer="threads")(delayed(function)(*items[i]) for i in order)
+        results = Parallel(n_jobs=workers, prefer="threads")(delayed(one_thread)(*items[i]) for i in order)
     out = [None] * len(items)
     for i, result in zip(order, results):
         out[i] = result
