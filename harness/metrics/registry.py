@@ -99,6 +99,7 @@ PARAM_CONSTRAINTS = {
     "num_variance_estimate": Interval(int, 2), "batch_size": Interval(int, 2), "num_bins": Interval(int, 2),
     "n_bootstrap": Interval(int, 0), "n_jobs": NJobs(), "prune_threshold": Interval(float, 0),
     "diff_quantile": Interval(float, 0, 1, open_low=True), "continuous_factors": Options((False, True)),
+    "discrete_latents": Options((False, True)),
     "train_sizes": Sizes(),
 }
 
@@ -389,7 +390,8 @@ register(MetricSpec(
     default_params={"num_train": 10000, "num_bins": 20, **_CI},
     sample_fn=_sample_uniform("jemmig"), score_fn=_score_train_only(_jemmig)))
 register(MetricSpec(
-    name="infomec", keys=("infom", "infoe", "infoc"), headline=("infom", "infoe", "infoc"), presets=("full",),
+    name="infomec", keys=("infom", "infoe", "infoc", "num_active_latents"), headline=("infom", "infoe", "infoc"),
+    presets=("full",),
     citation="Hsu, Dorrell, Whittington, Wu and Finn, 2023. Disentanglement via Latent Quantization. NeurIPS.",
-    default_params={**_ARRAY_SIZES, "num_bins": 20, "n_jobs": -1, **_CI},
+    default_params={**_ARRAY_SIZES, "num_bins": 20, "discrete_latents": False, "n_jobs": -1, **_CI},
     sample_fn=_sample_uniform("infomec"), score_fn=_score_train_test(_infomec)))
