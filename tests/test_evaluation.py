@@ -35,6 +35,7 @@ SMALL = {
     "modularity_explicitness": {"num_train": 300, "num_test": 200, "n_jobs": 1, **_FAST},
     "unsupervised": {"num_train": 500, **_FAST},
     "infomec": {"num_train": 300, "num_test": 200, "n_jobs": 1, **_FAST},
+    "mcc": {"num_train": 300, **_FAST},
     "downstream_logistic_regression": {"train_sizes": [10, 100], "num_test": 200, "n_jobs": 1, **_FAST},
     "downstream_boosted_trees": {"train_sizes": [10, 100], "num_test": 200, "n_jobs": 1, **_FAST},
 }

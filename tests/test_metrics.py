@@ -26,6 +26,7 @@ SINGLE = {
     "dcimig": lambda c, f, **kw: metrics.dcimig(c, f, **kw),
     "jemmig": lambda c, f, **kw: metrics.jemmig(c, f, **kw),
     "irs": lambda c, f, **kw: metrics.irs(c, f, **kw),
+    "mcc": lambda c, f, **kw: metrics.mcc(c, f, **kw),
 }
 PAIRED = {
     "sap": lambda c, f, ct, ft, **kw: metrics.sap(c, f, ct, ft, **kw),
@@ -425,3 +426,30 @@ def test_dci_lightgbm_takes_sklearns_newton_steps_on_quantized_codes(kind, toler
     exact = metrics.dci(*data, estimator="gbt", n_bootstrap=0, n_jobs=1)
     for key in ("disentanglement", "completeness", "informativeness_test"):
         assert fast[key] == pytest.approx(exact[key], abs=tolerance), key
+
+
+# --- MCC ---------------------------------------------------------------------------------------------
+
+def test_mcc_is_one_up_to_permutation_sign_and_scale_and_spearman_up_to_monotone_maps():
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 10, (2000, 3))
+    codes = np.concatenate([factors[:, [2, 0, 1]] * np.array([-2.0, 0.5, 3.0]), rng.normal(size=(2000, 2))], axis=1)
+    out = metrics.mcc(codes, factors, n_bootstrap=20)
+    assert out["mcc"] == pytest.approx(1.0) and out["mcc_per_factor"] == pytest.approx([1, 1, 1])
+    assert out["mcc_ci95"][0] == pytest.approx(1.0)
+    warped = np.exp(codes[:, :3])  # monotone, not linear
+    assert metrics.mcc(warped, factors, correlation="spearman", n_bootstrap=0)["mcc"] == pytest.approx(1.0)
+    assert metrics.mcc(warped, factors, n_bootstrap=0)["mcc"] < 0.8
+    noise = metrics.mcc(rng.normal(size=(2000, 5)), factors, n_bootstrap=0)["mcc"]
+    assert noise < 0.1
+
+
+def test_mcc_gives_each_factor_its_own_dimension():
+    """One code dimension cannot serve two factors: a duplicated code leaves a factor unmatched."""
+    rng = np.random.default_rng(1)
+    factors = rng.integers(0, 8, (1500, 2))
+    codes = np.stack([factors[:, 0], factors[:, 0] + 1e-3 * rng.normal(size=1500)], axis=1).astype(float)
+    out = metrics.mcc(codes, factors, n_bootstrap=0)
+    assert out["mcc_per_factor"][0] == pytest.approx(1.0, abs=1e-3) and out["mcc_per_factor"][1] < 0.1
+    narrow = metrics.mcc(codes[:, :1], factors, n_bootstrap=0)  # D < K: the unmatched factor counts 0
+    assert narrow["mcc_per_factor"][1] == 0.0 and narrow["mcc"] == pytest.approx(0.5, abs=1e-3)

@@ -9,6 +9,7 @@ from harness.metrics.downstream import downstream
 from harness.metrics.infomec import infomec
 from harness.metrics.intervention import beta_vae, factor_vae
 from harness.metrics.irs import irs
+from harness.metrics.mcc import mcc
 from harness.metrics.mig import dcimig, jemmig, mig, mig_sup
 from harness.metrics.modularity import modularity_explicitness
 from harness.metrics.registry import PRESETS, MetricSpec, get, names, preset, presets
@@ -18,6 +19,6 @@ from harness.metrics.unsupervised import unsupervised
 
 __all__ = [
     "MetricSpec", "ObservationRequest", "PRESETS", "beta_vae", "dci", "dcimig", "downstream", "encode_request",
-    "factor_vae", "get", "infomec", "irs", "jemmig", "mig", "mig_sup", "modularity_explicitness", "names",
+    "factor_vae", "get", "infomec", "irs", "jemmig", "mcc", "mig", "mig_sup", "modularity_explicitness", "names",
     "preset", "presets", "sap", "unsupervised",
 ]

@@ -25,6 +25,8 @@ from harness.metrics.downstream import PREDICTORS as _DOWNSTREAM_PREDICTORS
 from harness.metrics.downstream import downstream as _downstream
 from harness.metrics.infomec import infomec as _infomec
 from harness.metrics.irs import irs as _irs
+from harness.metrics.mcc import CORRELATIONS as _MCC_CORRELATIONS
+from harness.metrics.mcc import mcc as _mcc
 from harness.metrics.mig import dcimig as _dcimig
 from harness.metrics.mig import jemmig as _jemmig
 from harness.metrics.mig import mig as _mig
@@ -389,6 +391,13 @@ register(MetricSpec(
     citation="Do and Tran, 2020. Theory and Evaluation Metrics for Learning Disentangled Representations. ICLR.",
     default_params={"num_train": 10000, "num_bins": 20, **_CI},
     sample_fn=_sample_uniform("jemmig"), score_fn=_score_train_only(_jemmig)))
+register(MetricSpec(
+    name="mcc", keys=("mcc", "mcc_per_factor"), headline=("mcc",), presets=("full",),
+    citation="Khemakhem, Kingma, Monti and Hyvarinen, 2020. Variational Autoencoders and Nonlinear ICA: A "
+             "Unifying Framework. AISTATS.",
+    default_params={"num_train": 10000, "correlation": "pearson", **_CI},
+    choices={"correlation": Options(_MCC_CORRELATIONS)},
+    sample_fn=_sample_uniform("mcc"), score_fn=_score_train_only(_mcc)))
 register(MetricSpec(
     name="infomec", keys=("infom", "infoe", "infoc", "num_active_latents"), headline=("infom", "infoe", "infoc"),
     presets=("full",),
