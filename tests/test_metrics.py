@@ -453,3 +453,15 @@ def test_mcc_gives_each_factor_its_own_dimension():
     assert out["mcc_per_factor"][0] == pytest.approx(1.0, abs=1e-3) and out["mcc_per_factor"][1] < 0.1
     narrow = metrics.mcc(codes[:, :1], factors, n_bootstrap=0)  # D < K: the unmatched factor counts 0
     assert narrow["mcc_per_factor"][1] == 0.0 and narrow["mcc"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_dci_with_random_forest_importances():
+    """Tripod's DCI variant: a clean code still scores above a noisy one, which scores above noise,
+    and the importances behind it are each factor's (columns sum to 1)."""
+    scores = {}
+    for kind in ("identity", "noisy", "random"):
+        out = metrics.dci(*split(kind), estimator="random_forest", n_bootstrap=5, n_jobs=1)
+        assert np.allclose(np.asarray(out["importance_matrix"]).sum(axis=0), 1.0)
+        scores[kind] = out["disentanglement"]
+        assert out["disentanglement_ci95"][0] <= out["disentanglement"] <= out["disentanglement_ci95"][1]
+    assert scores["identity"] > scores["noisy"] > scores["random"]

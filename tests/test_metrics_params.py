@@ -59,7 +59,8 @@ def test_cli_param_out_of_range_stops_before_encoding(tmp_path):
                           "--param", "dci.estimator=xgboost", "--out", str(out)], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2, res.stdout + res.stderr
-    assert res.stderr.strip() == "error: metric dci: estimator must be one of 'lightgbm', 'gbt', got 'xgboost'"
+    assert res.stderr.strip() == ("error: metric dci: estimator must be one of 'lightgbm', 'gbt', 'random_forest', "
+                                  "got 'xgboost'")
     assert not out.exists()
 
 
