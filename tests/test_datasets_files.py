@@ -1,6 +1,8 @@
 """File loaders on small files written in the original layouts, and the organizer format."""
 
 import h5py
+import os
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -243,3 +245,35 @@ def test_scream_texture_file(tmp_path):
     assert (x[~sprite][:, 1] > x[~sprite][:, 0]).all()  # green texture behind
     with pytest.raises(InputError, match="cannot read texture"):
         datasets.load("scream_dsprites", texture=str(tmp_path / "missing.png"))
+
+
+@pytest.mark.parametrize("member", ["imgs", "latents_classes"])
+def test_a_damaged_compressed_member_is_one_line_and_leaves_no_cache(tmp_path, member):
+    """A file cut short or flipped on the way (a failed download) is bad input in every command that
+    reads it, never a zlib traceback, and no half-extracted cache file is left to be taken for data."""
+    import subprocess
+    import sys
+    import zipfile
+
+    sizes = [1, 3, 2, 4, 3, 3]
+    classes = _grid(sizes)
+    imgs = (np.random.default_rng(0).random((len(classes), 64, 64)) < 0.3).astype(np.uint8)
+    metadata = {"latents_sizes": np.array(sizes), "latents_names": ("color", "shape", "scale", "orientation", "posX", "posY")}
+    good = tmp_path / "good.npz"
+    np.savez_compressed(good, imgs=imgs, latents_classes=classes, latents_values=classes.astype(float),
+                        metadata=np.array(metadata, dtype=object))
+    with zipfile.ZipFile(good) as zf:
+        info = zf.getinfo(member + ".npy")
+    data = bytearray(good.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 40  # inside the compressed data
+    data[start:start + 64] = bytes(range(64))
+    bad = tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+    bad.write_bytes(bytes(data))
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")}
+    for args in (["datasets", "check", str(bad)], ["datasets", "show", str(bad), "--out", str(tmp_path / "x.png")]):
+        out = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env,
+                             timeout=120)
+        assert out.returncode == 2, out.stderr
+        assert f"{member!r} is damaged" in out.stderr and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+    assert not any(p.name.endswith(".part") for p in (tmp_path / "cache").rglob("*"))

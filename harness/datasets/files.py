@@ -14,10 +14,12 @@ a grid dataset; any other set of distinct labelled rows makes a :class:`Labelled
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -272,6 +274,16 @@ def _npz_member(zf: zipfile.ZipFile, key: str, path: str) -> zipfile.ZipInfo:
         raise InputError(f"{path}: missing key {key!r} (found {', '.join(_npz_keys(zf))})") from None
 
 
+@contextlib.contextmanager
+def _damage_is_input(path: str, key: str):
+    """A member that fails to decompress or to match its checksum is a damaged file: one line."""
+    try:
+        yield
+    except (zlib.error, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"{path}: {key!r} is damaged ({type(exc).__name__}: {str(exc)[:120]}); "
+                         "the file is corrupt or incomplete: download it again") from None
+
+
 def _npz_keys(zf):
     return sorted(n[:-4] for n in zf.namelist() if n.endswith(".npy"))
 
@@ -279,7 +291,7 @@ def _npz_keys(zf):
 def _npz_small(zf, key, path):
     """A small member (labels, metadata) read fully; object arrays through the safe unpickler."""
     info = _npz_member(zf, key, path)
-    with zf.open(info) as fp:
+    with _damage_is_input(path, key), zf.open(info) as fp:
         shape, fortran, dtype = _npy_header(fp)
         if dtype.hasobject:
             try:
@@ -301,7 +313,7 @@ def _cache_dir() -> str:
 def _npz_images(path: str, zf: zipfile.ZipFile, key: str, *, scale=1) -> tuple[_MemmapImages, tuple]:
     """A memory-mapped store for a big member; compressed members are extracted to the cache once."""
     info = _npz_member(zf, key, path)
-    with zf.open(info) as fp:
+    with _damage_is_input(path, key), zf.open(info) as fp:
         shape, fortran, dtype = _npy_header(fp)
         header_len = fp.tell()
     if fortran or dtype.hasobject or len(shape) not in (3, 4):
@@ -321,17 +333,22 @@ def _npz_images(path: str, zf: zipfile.ZipFile, key: str, *, scale=1) -> tuple[_
         tmp = f"{target}.{os.getpid()}.part"
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         flat = out.reshape(-1)
-        with zf.open(info) as fp:
-            _npy_header(fp)
-            pos, step = 0, 1 << 24
-            while pos < flat.size:  # stream 16 MiB at a time
-                block = fp.read(min(step, (flat.size - pos) * dtype.itemsize))
-                if not block:
-                    raise InputError(f"{path}: {key!r} is truncated")
-                n = len(block) // dtype.itemsize
-                flat[pos : pos + n] = np.frombuffer(block, dtype=dtype, count=n)
-                pos += n
-        out.flush()
+        try:
+            with _damage_is_input(path, key), zf.open(info) as fp:
+                _npy_header(fp)
+                pos, step = 0, 1 << 24
+                while pos < flat.size:  # stream 16 MiB at a time
+                    block = fp.read(min(step, (flat.size - pos) * dtype.itemsize))
+                    if not block:
+                        raise InputError(f"{path}: {key!r} is truncated")
+                    n = len(block) // dtype.itemsize
+                    flat[pos : pos + n] = np.frombuffer(block, dtype=dtype, count=n)
+                    pos += n
+            out.flush()
+        except BaseException:
+            del out, flat
+            os.unlink(tmp)  # a half-extracted cache file would be taken for the data next time
+            raise
         del out, flat
         os.replace(tmp, target)
     with open(target, "rb") as fp:
