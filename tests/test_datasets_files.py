@@ -1,8 +1,8 @@
 """File loaders on small files written in the original layouts, and the organizer format."""
 
-import h5py
 import os
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
