@@ -289,7 +289,7 @@ def docker_build_command(tag, with_torch, python, no_check):
 @click.option("--param", "params", multiple=True, metavar="METRIC.NAME=VALUE",
               help="Override a metric parameter, e.g. factor_vae.num_train=2000 (repeat).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every metric (2019 used 0).")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder. Default: a new <submission>-results.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder. Default: a new <submission>-results beside the submission (in the current folder when the submission is in a git work tree).")
 @click.option("--sandbox", type=click.Choice(["process", "bwrap", "docker", "none"]), default="process",
               show_default=True, help="Isolation backend; none runs the model in-process (trusted models only).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

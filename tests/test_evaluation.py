@@ -446,3 +446,31 @@ def test_default_out_dir_never_reuses_a_folder(tmp_path):
     assert default_out_dir("subs/team-x.tar.gz", parent=tmp_path) == tmp_path / "team-x-results"
     (tmp_path / "team-x-results").mkdir()
     assert default_out_dir("subs/team-x/", parent=tmp_path) == tmp_path / "team-x-results-2"
+
+
+def test_default_out_dir_is_beside_the_submission_unless_that_is_a_git_work_tree(tmp_path, monkeypatch):
+    from harness.evaluation import default_out_dir
+
+    outside = tmp_path / "plain" / "mine"
+    outside.mkdir(parents=True)
+    assert default_out_dir(outside) == tmp_path / "plain" / "mine-results"
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "subs" / "mine").mkdir(parents=True)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert default_out_dir(repo / "subs" / "mine") == Path("mine-results")  # the current directory
+
+
+def test_a_failed_submissions_report_says_why_device_and_sandbox_are_empty(tmp_path):
+    from harness.evaluation.report import render_report
+    from harness.evaluation.results import new_results
+
+    results = new_results({"name": "x", "format": "onnx", "sha256": None})
+    results["status"] = "failed"
+    results["failure"] = {"kind": "invalid_submission", "message": "bad manifest", "detail": None}
+    results["environment"].update({"device": None, "sandbox": []})
+    page = render_report(results)
+    assert "None" not in page.split("<h2>Environment</h2>")[1]
+    assert page.count("not reached: the submission failed before its model ran") == 2

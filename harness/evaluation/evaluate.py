@@ -407,8 +407,18 @@ def _prepare_out(out) -> Path | None:
     return out
 
 
-def default_out_dir(submission_path, *, parent=".") -> Path:
-    """A new folder named after the submission: ``<name>-results``, then ``-2``, ``-3``, ..."""
+def _in_git_work_tree(path: Path) -> bool:
+    return any((p / ".git").exists() for p in [path, *path.parents])
+
+
+def default_out_dir(submission_path, *, parent=None) -> Path:
+    """A new folder named after the submission: ``<name>-results``, then ``-2``, ``-3``, ...
+
+    Beside the submission, unless that lies in a git work tree (results written there would be
+    untracked clutter in someone's repository): then in the current directory (``parent``)."""
+    if parent is None:
+        beside = Path(str(submission_path).rstrip("/\\")).resolve().parent
+        parent = "." if _in_git_work_tree(beside) else beside
     stem = Path(str(submission_path).rstrip("/\\")).name or "submission"
     for suffix in (".tar.gz", ".tgz", ".zip"):
         if stem.endswith(suffix):

@@ -317,8 +317,14 @@ def render_report(results: dict, diagnostics: list | None = None, *, headline: d
     for i, evaluation in enumerate(results["evaluations"]):
         parts.append(_evaluation_section(evaluation, diagnostics[i] if i < len(diagnostics) else None, headline))
     env = results["environment"]
-    rows = [f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(', '.join(v) if isinstance(v, list) else str(v))}</code></td></tr>"
-            for k, v in env.items()]
+    rows = []
+    for k, v in env.items():
+        if v is None or v == []:  # device, sandbox: set once a model runs
+            shown = "<i>not reached: the submission failed before its model ran</i>" if results.get("failure") \
+                else "<i>none</i>"
+        else:
+            shown = f"<code>{html.escape(', '.join(v) if isinstance(v, list) else str(v))}</code>"
+        rows.append(f"<tr><td>{html.escape(k)}</td><td>{shown}</td></tr>")
     parts.append("<h2>Environment</h2>" + _table(["", ""], rows))
     parts.append("</main></body></html>")
     return "\n".join(parts)
