@@ -325,7 +325,8 @@ def evaluate_command(submission, datasets, preset, metrics, params, seed, out, s
         headline = {spec.name: list(getattr(spec, "headline", []) or []) for spec, _ in specs}
         if results["evaluations"]:
             _echo(text_table(results, headline))
-        _echo(f"results: {out_dir}/results.json\nreport:  {out_dir}/report.html")
+    # where it went, always (with --json on stderr, so that stdout stays exactly results.json)
+    _echo(f"results: {out_dir}/results.json\nreport:  {out_dir}/report.html", err=as_json)
     failure = results["failure"]
     if failure:
         _echo(f"failed: {failure['kind']}: {failure['message']}", err=True)

@@ -373,7 +373,11 @@ def test_cli_default_out_is_a_new_folder_named_after_the_submission(submission, 
                     "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)  # --json: stdout is exactly results.json
-    assert json.loads((tmp_path / "tiny-results" / "results.json").read_text()) == results
+    written = next(line.split(":", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("results:"))
+    # beside the submission (not in a git work tree), named after it, never reusing a folder
+    assert Path(written).parent.parent == Path(submission).resolve().parent
+    assert Path(written).parent.name.startswith("tiny-results")
+    assert json.loads(Path(written).read_text()) == results
     assert list(results["evaluations"][0]["metrics"]) == ["mig"]
 
 
@@ -474,3 +478,22 @@ def test_a_failed_submissions_report_says_why_device_and_sandbox_are_empty(tmp_p
     page = render_report(results)
     assert "None" not in page.split("<h2>Environment</h2>")[1]
     assert page.count("not reached: the submission failed before its model ran") == 2
+
+
+def test_progress_off_a_terminal_is_a_plain_line_every_few_seconds():
+    import io
+
+    from harness.evaluation.evaluate import LineProgress, _auto_progress
+
+    assert _auto_progress(None) == "lines"  # pytest's stderr is not a terminal
+    assert _auto_progress(False) is None and _auto_progress(True) == "bar"
+    out = io.StringIO()
+    bar = LineProgress(1000, "encoding dsprites", "img", every=0.0, file=out)
+    bar.set_postfix_str("mig")
+    bar.update(250)
+    bar.close()
+    assert out.getvalue() == "encoding dsprites: 250/1,000 img (25%) [mig], 0 s\n"
+    quiet = io.StringIO()
+    bar = LineProgress(1000, "x", "img", every=3600.0, file=quiet)
+    bar.update(999)
+    assert quiet.getvalue() == "" and "\r" not in out.getvalue()

@@ -84,9 +84,39 @@ def _preset(metrics_mod, preset: str) -> tuple[list[str], dict]:
 
 # -- progress -----------------------------------------------------------------------------------
 
-def _progress_factory(enabled: bool, desc: str, unit: str):
-    if not enabled:
+class LineProgress:
+    """Progress off a terminal (a pipe, a CI log, a batch job): one plain line every ``every``
+    seconds, no carriage returns. The tqdm calls the evaluator makes: update, set_postfix_str, close."""
+
+    def __init__(self, total, desc: str, unit: str, *, every: float = 10.0, file=None):
+        self.total, self.desc, self.unit, self.every = total, desc, unit, every
+        self.file = file or sys.stderr
+        self.n, self.postfix = 0, ""
+        self.start = self.last = time.monotonic()
+
+    def update(self, n=1):
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+            what = f" [{self.postfix}]" if self.postfix else ""
+            print(f"{self.desc}: {self.n:,}/{self.total:,} {self.unit}{share}{what}, {now - self.start:.0f} s",
+                  file=self.file, flush=True)
+
+    def set_postfix_str(self, text):
+        self.postfix = str(text)
+
+    def close(self):
+        pass
+
+
+def _progress_factory(mode, desc: str, unit: str):
+    """``"bar"``: a tqdm bar (a terminal); ``"lines"``: :class:`LineProgress`; falsy: none."""
+    if not mode:
         return None
+    if mode == "lines":
+        return lambda total: LineProgress(total, desc, unit)
     from tqdm.auto import tqdm
 
     def make(total):
@@ -96,10 +126,11 @@ def _progress_factory(enabled: bool, desc: str, unit: str):
     return make
 
 
-def _auto_progress(progress) -> bool:
+def _auto_progress(progress):
+    """None: a bar on a terminal, a line every ~10 s elsewhere; True/False as given."""
     if progress is None:
-        return sys.stderr.isatty()
-    return bool(progress)
+        return "bar" if sys.stderr.isatty() else "lines"
+    return "bar" if progress else None
 
 
 # -- one dataset --------------------------------------------------------------------------------
