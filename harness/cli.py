@@ -136,6 +136,29 @@ def metrics_list(preset_name, as_json):
 
 # --- validate / doctor commands (issue 4) ---
 
+def _limit_options(function):
+    """One spelling in every command: --wall-seconds and --memory-mb, as the challenge file's
+    [limits] names them; --time-limit and --memory-limit stay as hidden aliases."""
+    options = [
+        click.option("--wall-seconds", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+                     help="Wall seconds the model may take to load and for each encode call.  [default: 300]"),
+        click.option("--time-limit", "time_limit_alias", type=click.FloatRange(min=0, min_open=True), default=None,
+                     hidden=True),
+        click.option("--memory-mb", type=click.IntRange(min=256), default=None, metavar="MB",
+                     help="Address-space limit of the model process.  [default: 8192]"),
+        click.option("--memory-limit", "memory_limit_alias", type=click.IntRange(min=256), default=None, hidden=True),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _one_of(value, alias, name):
+    if value is not None and alias is not None and value != alias:
+        raise InputError(f"{name} given twice with different values ({value} and {alias})")
+    return value if value is not None else alias
+
+
 def _sandbox_limits(wall_seconds, memory_mb, threads):
     from harness.sandbox import Limits
 
@@ -153,11 +176,10 @@ def _sandbox_limits(wall_seconds, memory_mb, threads):
 @click.option("--sandbox", type=click.Choice(["process", "bwrap", "docker", "none"]), default="process",
               show_default=True, help="Isolation backend; 'none' runs the model in this process, UNSANDBOXED.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
-@click.option("--wall-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Wall-clock limit per call (load, each batch).  [default: 300]")
-@click.option("--memory-mb", type=click.IntRange(min=256), default=None, help="Address-space limit.  [default: 8192]")
+@_limit_options
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
-def validate_command(submission, as_json, sandbox, device, wall_seconds, memory_mb, threads):
+def validate_command(submission, as_json, sandbox, device, wall_seconds, time_limit_alias, memory_mb,
+                     memory_limit_alias, threads):
     """Check SUBMISSION (folder, .zip or .tar.gz): manifest, safe unpacking, loading in the sandbox,
     probe batches of 1 and 257 images. Exit 0 when valid, 1 when not, 3 when the failure is on our
     side (infra_error), as for evaluate."""
@@ -165,6 +187,8 @@ def validate_command(submission, as_json, sandbox, device, wall_seconds, memory_
 
     from harness.sandbox import validate
 
+    wall_seconds = _one_of(wall_seconds, time_limit_alias, "--wall-seconds/--time-limit")
+    memory_mb = _one_of(memory_mb, memory_limit_alias, "--memory-mb/--memory-limit")
     report = validate(submission, backend=sandbox, device=device,
                       limits=_sandbox_limits(wall_seconds, memory_mb, threads))
     if as_json:
@@ -293,14 +317,12 @@ def docker_build_command(tag, with_torch, python, no_check):
 @click.option("--sandbox", type=click.Choice(["process", "bwrap", "docker", "none"]), default="process",
               show_default=True, help="Isolation backend; none runs the model in-process (trusted models only).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), metavar="S",
-              help="Wall seconds the model may take to load and for each encode call.")
-@click.option("--memory-limit", type=click.IntRange(min=1), metavar="MB", help="Memory limit of the model process.")
+@_limit_options
 @click.option("--cache", type=click.Path(file_okay=False), metavar="DIR",
               help="Keep codes by (submission, dataset, index): a rerun encodes only what is new.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout; no table, no progress bars.")
-def evaluate_command(submission, datasets, preset, metrics, params, seed, out, sandbox, device, time_limit,
-                     memory_limit, cache, as_json):
+def evaluate_command(submission, datasets, preset, metrics, params, seed, out, sandbox, device, wall_seconds,
+                     time_limit_alias, memory_mb, memory_limit_alias, cache, as_json):
     """Score SUBMISSION (folder, .zip or .tar.gz) and write results.json and report.html.
 
     Exit status: 0 scored, 1 the submission failed (kind and message on stderr), 2 bad input,
@@ -312,6 +334,8 @@ def evaluate_command(submission, datasets, preset, metrics, params, seed, out, s
     from harness.evaluation.evaluate import default_out_dir, limits_from, parse_params
     from harness.evaluation.report import text_table
 
+    time_limit = _one_of(wall_seconds, time_limit_alias, "--wall-seconds/--time-limit")
+    memory_limit = _one_of(memory_mb, memory_limit_alias, "--memory-mb/--memory-limit")
     metric_params = parse_params(params)
     specs = resolve_metrics(preset, list(metrics) or None, metric_params)
     out_dir = out or default_out_dir(submission)
