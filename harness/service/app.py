@@ -200,11 +200,14 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
         results["hidden_splits"] = sorted(set(config.challenge.splits) - visible)
         return results
 
-    def board(split: str, *, organizer: bool = False) -> dict:
+    def check_split(split: str, organizer: bool) -> None:
         if split not in config.challenge.splits:
             raise HTTPException(404, f"no split {split!r} (the challenge has: {', '.join(config.challenge.splits)})")
         if not organizer and split not in config.visible_splits():
             raise HTTPException(403, f"the {split} leaderboard is revealed when the last phase ends")
+
+    def board(split: str, *, organizer: bool = False) -> dict:
+        check_split(split, organizer)
         return json.loads(board_json(split, organizer))
 
     def cached_board(split: str, organizer: bool) -> bytes | None:
@@ -237,9 +240,9 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
     # ---- API -----------------------------------------------------------------------------------
     @app.get("/healthz")
     def healthz():
-        counts = reader().counts()
-        return {"ok": True, "grader": bool(app.state.grader_alive()), "jobs": counts,
-                "phase": (uploads.phase() or None) and uploads.phase().name}
+        phase = uploads.phase()
+        return {"ok": True, "grader": bool(app.state.grader_alive()), "jobs": reader().counts(),
+                "phase": phase.name if phase else None}
 
     @app.post(f"{API}/submissions", status_code=201)
     async def submit(request: Request):
@@ -317,10 +320,7 @@ def create_app(config: ServiceConfig, db, data_dir) -> FastAPI:
         token = _bearer(request)
         caller = await run_in_threadpool(teams.verify, token) if token else None
         organizer = bool(caller and caller.organizer)
-        if split not in config.challenge.splits:
-            raise HTTPException(404, f"no split {split!r} (the challenge has: {', '.join(config.challenge.splits)})")
-        if not organizer and split not in config.visible_splits():
-            raise HTTPException(403, f"the {split} leaderboard is revealed when the last phase ends")
+        check_split(split, organizer)
         body = cached_board(split, organizer) or await run_in_threadpool(board_json, split, organizer)
         return Response(body, media_type="application/json")
 
