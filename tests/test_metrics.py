@@ -100,13 +100,13 @@ def test_bad_options_raise_value_error_naming_them():
 def scalars(out: dict) -> dict:
     """A metric's values without its intervals and tables (docs/metrics.md: the key naming rule)."""
     return {k: v for k, v in out.items()
-            if not k.endswith(("_ci95", "_per_factor", "_matrix")) and k != "factor_entropy"}
+            if not k.endswith(("_ci95", "_per_factor", "_matrix"))}
 
 
 def test_mig_and_dci_return_the_matrices_behind_their_scores():
     c, f, ct, ft = split("identity")
     out = metrics.mig(c, f, n_bootstrap=0)
-    mi, h = np.asarray(out["mutual_info_matrix"]), np.asarray(out["factor_entropy"])
+    mi, h = np.asarray(out["mutual_info_matrix"]), np.asarray(out["entropy_per_factor"])
     assert mi.shape == (c.shape[1], f.shape[1]) and h.shape == (f.shape[1],)
     top = np.sort(mi, axis=0)
     assert out["discrete_mig"] == pytest.approx(np.mean((top[-1] - top[-2]) / h))  # the score, from the table
@@ -280,12 +280,54 @@ def test_alone_equals_sample_encode_score_from_a_shared_code_table(name):
     table = dummy_encoder(dataset.observations(union))
     codes = table[np.searchsorted(union, request.indices)]
     assert spec.score(request, codes, seed=3, **params) == alone
-    keys, headline = spec.keys, spec.headline
-    if "train_sizes" in params:  # downstream keys carry the training size
-        keys = [k.replace("10:", "20:", 1) for k in keys if k.startswith("10:")]
-        headline = [k.replace("100:", "20:", 1) for k in headline if k.startswith("100:")]
-    assert set(keys) <= set(alone)
+    # every key it returns is declared, and nothing declared is missing (docs/metrics.md, Keys)
+    assert sorted(alone) == sorted(spec.output_keys(params))
+    assert set(spec.scalar_keys(params)) <= set(alone)
+    headline = spec.headline if "train_sizes" not in params else ()  # downstream: headline at study sizes
     assert all(f"{k}_ci95" in alone for k in headline)
+    assert all(isinstance(alone[k], (int, float)) or alone[k] is None for k in spec.scalar_keys(params))
+
+
+def test_declared_keys_follow_the_naming_rule():
+    for name in metrics.names():
+        spec = metrics.get(name)
+        assert set(spec.intervals) <= set(spec.values) and set(spec.headline) <= set(spec.keys)
+        assert all(k.endswith(("_per_factor", "_matrix")) for k in spec.extras), name
+        assert not any(k.endswith(("_ci95", "_per_factor", "_matrix")) for k in spec.values), name
+    downstream = metrics.get("downstream_boosted_trees")
+    assert downstream.output_keys({"train_sizes": (7,)}) == [
+        "7:mean_train_accuracy", "7:mean_test_accuracy", "7:min_train_accuracy", "7:min_test_accuracy",
+        "7:mean_test_accuracy_ci95", "7:train_accuracy_per_factor", "7:test_accuracy_per_factor"]
+
+
+def test_default_params_are_the_functions_own_defaults():
+    import inspect
+
+    dci = metrics.get("dci")
+    signature = inspect.signature(metrics.dci).parameters
+    assert dci.default_params["estimator"] == signature["estimator"].default
+    assert dci.default_params["n_bootstrap"] == signature["n_bootstrap"].default
+    assert dci.default_params["n_jobs"] == -1  # the registry's one deliberate difference: every core
+    assert metrics.get("sap_continuous").default_params["continuous_factors"] is True
+    assert "num_test" not in metrics.get("mig").default_params  # scored on the training split alone
+
+
+def test_a_metric_that_breaks_on_the_codes_writes_its_declared_shape_in_null():
+    from harness.evaluation.evaluate import resolve_metrics, run_dataset
+
+    dataset = datasets.load("dummy")
+    specs = resolve_metrics(None, ["dci", "mig"], {"dci": {"num_train": 40, "num_test": 20, "n_bootstrap": 0},
+                                                    "mig": {"num_train": 40, "n_bootstrap": 0}})
+
+    def encode(images):  # NaN in one dimension: dci's trees refuse it, mig's binning does not care
+        codes = dummy_encoder(images)
+        codes[:, 4] = np.nan
+        return codes
+
+    scored, _ = run_dataset(dataset, specs, encode, seed=0, with_diagnostics=False)
+    dci = metrics.get("dci")
+    assert scored["metrics"]["dci"] == dci.null_values(specs[0][1]) == dict.fromkeys(dci.output_keys())
+    assert "could not be computed" in " ".join(scored.get("notes", []) + scored.get("problems", []))
 
 
 def test_requests_are_decided_by_the_seed():

@@ -198,7 +198,7 @@ def run_dataset(dataset, specs: list[tuple], encode, *, seed: int = 0, preset: s
             except (InputError, SubmissionFailure):
                 raise
             except Exception as exc:  # a metric bug on these codes: keep the other scores, say what broke
-                values[spec.name] = {key: None for key in getattr(spec, "keys", ())}
+                values[spec.name] = spec.null_values(params)  # the declared shape, every value null
                 problems.append(f"metric {spec.name} could not be computed on these codes "
                                 f"({type(exc).__name__}: {exc}); its values are null")
             metric_s[spec.name] += time.perf_counter() - t0

@@ -211,7 +211,7 @@ def _all_rows(evaluation: dict) -> list[str]:
     rows = []
     for name, values in evaluation["metrics"].items():
         for key, value in values.items():
-            if key.endswith(("_ci95", "_matrix")) or key == "factor_entropy":  # intervals, and the tables
+            if key.endswith(("_ci95", "_matrix")):  # intervals, and the tables
                 continue                                                        # the figures draw
             if key.endswith("_per_factor") and isinstance(value, list):  # one value per factor, named
                 shown = "<td>" + " &middot; ".join(f"{html.escape(str(n))} {_fmt(v)}"

@@ -63,7 +63,7 @@ def downstream(codes_train, factors_train, codes_test, factors_test, *, predicto
     LightGBM, much faster). Codes are used as given (no scaling), as disentanglement_lib does.
 
     Returns ``{"mean_train_accuracy", "mean_test_accuracy", "min_train_accuracy",
-    "min_test_accuracy", "train_accuracy_factor_<k>", "test_accuracy_factor_<k>"}`` and
+    "min_test_accuracy", "train_accuracy_per_factor", "test_accuracy_per_factor"}`` and
     ``mean_test_accuracy_ci95`` (test set resampled, predictors fixed).
     """
     codes_train, factors_train, codes_test, factors_test = check_pair(
@@ -86,7 +86,6 @@ def downstream(codes_train, factors_train, codes_test, factors_test, *, predicto
     _bootstrap.add_interval(out, "mean_test_accuracy", test.mean(), replicates, n_bootstrap)
     out["min_train_accuracy"] = float(train.min())
     out["min_test_accuracy"] = float(test.min())
-    for k in range(len(train)):
-        out[f"train_accuracy_factor_{k}"] = float(train[k])
-        out[f"test_accuracy_factor_{k}"] = float(test[k])
+    out["train_accuracy_per_factor"] = train.tolist()
+    out["test_accuracy_per_factor"] = test.tolist()
     return out

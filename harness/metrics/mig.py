@@ -60,7 +60,7 @@ def mig(codes, factors, *, num_bins: int = 20, n_bootstrap: int = _bootstrap.DEF
     n_bootstrap : bootstrap replicates for ``discrete_mig_ci95`` (0: no interval).
     seed : seed of the bootstrap resampling.
 
-    Returns ``{"discrete_mig", "discrete_mig_ci95", "mutual_info_matrix", "factor_entropy"}``: the
+    Returns ``{"discrete_mig", "discrete_mig_ci95", "mutual_info_matrix", "entropy_per_factor"}``: the
     (D, K) mutual information in nats behind the score and each factor's entropy (what the report
     draws). Factors that are constant in the sample are left out of the average (disentanglement_lib
     returns NaN).
@@ -70,7 +70,7 @@ def mig(codes, factors, *, num_bins: int = 20, n_bootstrap: int = _bootstrap.DEF
     gaps = _top_two_gap(mi[:, :, keep], axis=1) / h_factor[:, keep]
     out = _with_interval("discrete_mig", gaps.mean(axis=1), n_bootstrap)
     out["mutual_info_matrix"] = mi[0].tolist()
-    out["factor_entropy"] = h_factor[0].tolist()
+    out["entropy_per_factor"] = h_factor[0].tolist()
     return out
 
 

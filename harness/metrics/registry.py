@@ -106,20 +106,67 @@ PARAM_CONSTRAINTS = {
 }
 
 
+_CALLER_ARGS = ("dataset", "request", "codes", "seed")  # what the evaluator passes, not parameters
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """A registered metric: its outputs, where it is used, and how to plan and score it."""
+    """A registered metric: its outputs, where it is used, and how to plan and score it.
+
+    Output keys (docs/metrics.md, "Keys"): ``values`` are the scalars (what a board can rank);
+    ``intervals`` those of them that also come as ``<key>_ci95``; ``extras`` the lists and matrices
+    (``*_per_factor``: one entry per factor; ``*_matrix``: codes x factors). ``key_prefixes`` maps the
+    parameters to the prefixes every key takes (downstream: one ``<train size>:`` per size).
+
+    The default parameters are the keyword defaults of ``sample_fn`` and ``score_fn``, updated with
+    ``overrides`` (where the registered metric deliberately differs from the plain function).
+    """
 
     name: str
-    keys: tuple[str, ...]
+    values: tuple[str, ...]
     headline: tuple[str, ...]
     presets: tuple[str, ...]
     citation: str
-    default_params: dict
     sample_fn: Callable = field(repr=False)
     score_fn: Callable = field(repr=False)
+    intervals: tuple[str, ...] = ()
+    extras: tuple[str, ...] = ()
+    key_prefixes: Callable | None = field(default=None, repr=False)
+    overrides: dict = field(default_factory=dict, repr=False)
     preset_params: dict = field(default_factory=dict, repr=False)
     choices: dict = field(default_factory=dict, repr=False)  # param -> Options of this metric's own
+    default_params: dict = field(init=False, repr=False)
+
+    def __post_init__(self):
+        defaults = {}
+        for function in (self.sample_fn, self.score_fn):
+            for name, p in inspect.signature(function).parameters.items():
+                if name not in _CALLER_ARGS and p.kind is not p.VAR_KEYWORD:
+                    if p.default is p.empty and name not in self.overrides:
+                        raise TypeError(f"metric {self.name}: parameter {name} has no default")
+                    defaults[name] = p.default
+        object.__setattr__(self, "default_params", {**defaults, **self.overrides})
+
+    def _prefixes(self, params: dict | None) -> list[str]:
+        return list(self.key_prefixes({**self.default_params, **(params or {})})) if self.key_prefixes else [""]
+
+    def scalar_keys(self, params: dict | None = None) -> list[str]:
+        """The scalar keys ``score()`` returns with ``params`` (over the defaults)."""
+        return [prefix + key for prefix in self._prefixes(params) for key in self.values]
+
+    def output_keys(self, params: dict | None = None) -> list[str]:
+        """Every key ``score()`` returns with ``params``: values, intervals, extras."""
+        own = [*self.values, *(f"{k}_ci95" for k in self.intervals), *self.extras]
+        return [prefix + key for prefix in self._prefixes(params) for key in own]
+
+    def null_values(self, params: dict | None = None) -> dict:
+        """What a metric that could not be scored reports: every output key, null."""
+        return dict.fromkeys(self.output_keys(params))
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The scalar keys with the default parameters (the keys a challenge can rank)."""
+        return tuple(self.scalar_keys())
 
     def constraint(self, param: str):
         return self.choices.get(param) or PARAM_CONSTRAINTS[param]
@@ -165,8 +212,13 @@ def _select(function: Callable, params: dict) -> dict:
 
 # --- array metrics: uniform samples of the dataset, split into train and test --------------------
 
-def _sample_uniform(name: str):
-    def sample(dataset, *, seed: int, num_train: int, num_test: int = 0) -> ObservationRequest:
+# The study's sizes (disentanglement_lib): 10,000 training points, 5,000 test points.
+NUM_TRAIN, NUM_TEST = 10000, 5000
+
+
+def _sample_uniform(name: str, *, with_test: bool = True):
+    """The planner of a metric scored on uniform samples: ``num_train`` points (then ``num_test``)."""
+    def sample(dataset, *, seed: int, num_train: int = NUM_TRAIN, num_test: int = NUM_TEST) -> ObservationRequest:
         for label, value in (("num_train", num_train), ("num_test", num_test)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise InputError(f"metric {name}: {label} must be an integer >= 0, got {value!r}")
@@ -175,7 +227,11 @@ def _sample_uniform(name: str):
         return ObservationRequest(metric=name, indices=indices, observation_seed=observation_seed,
                                   factors=np.asarray(dataset.index_to_factors(indices), dtype=np.int64),
                                   structure={"num_train": num_train, "num_test": num_test})
-    return sample
+
+    def sample_train_only(dataset, *, seed: int, num_train: int = NUM_TRAIN) -> ObservationRequest:
+        return sample(dataset, seed=seed, num_train=num_train, num_test=0)
+
+    return sample if with_test else sample_train_only
 
 
 def _split(request: ObservationRequest, codes):
@@ -208,6 +264,7 @@ def _score_train_test(function):
         return function(*_split(request, codes), seed=seed, **params)
     score.__signature__ = _merged_signature(function, drop=("codes_train", "factors_train", "codes_test",
                                                             "factors_test"))
+    score.uses_test = True
     return score
 
 
@@ -218,7 +275,7 @@ def _merged_signature(function, drop):
     return inspect.Signature(head + params)
 
 
-def _score_downstream(request, codes, *, seed, predictor, estimator, n_jobs=None,
+def _score_downstream(request, codes, *, seed, predictor, estimator="lightgbm", n_jobs=None,
                       n_bootstrap=_bootstrap.DEFAULT_N_BOOTSTRAP):
     """Per training size, its own train draw and test draw, as disentanglement_lib samples them."""
     codes = np.asarray(codes)
@@ -285,122 +342,113 @@ def preset(name: str) -> dict[str, dict]:
     return {spec.name: dict(spec.preset_params.get(name, {})) for spec in _REGISTRY.values() if name in spec.presets}
 
 
-_CI = {"n_bootstrap": _bootstrap.DEFAULT_N_BOOTSTRAP}
-_ARRAY_SIZES = {"num_train": 10000, "num_test": 5000}
+# An evaluation uses every core; the plain functions default to one process, as sklearn's do.
+_PARALLEL = {"n_jobs": -1}
+
+
+def _array_metric(name, score_fn, **spec):
+    """A metric on uniform samples: a test split unless ``score_fn`` scores the training split alone."""
+    with_test = getattr(score_fn, "uses_test", False)
+    return register(MetricSpec(name=name, sample_fn=_sample_uniform(name, with_test=with_test),
+                               score_fn=score_fn, **spec))
+
 
 register(MetricSpec(
-    name="beta_vae", keys=("train_accuracy", "eval_accuracy"), headline=("eval_accuracy",),
-    presets=("dlib", "full"),
+    name="beta_vae", values=("train_accuracy", "eval_accuracy"), intervals=("eval_accuracy",),
+    headline=("eval_accuracy",), presets=("dlib", "full"),
     citation="Higgins et al., 2017. beta-VAE: Learning Basic Visual Concepts with a Constrained Variational "
              "Framework. ICLR.",
-    default_params={"batch_size": 64, "num_train": 10000, "num_eval": 5000, **_CI},
     sample_fn=_intervention.sample_beta_vae, score_fn=_intervention.score_beta_vae))
 register(MetricSpec(
-    name="factor_vae", keys=("train_accuracy", "eval_accuracy", "num_active_dims"), headline=("eval_accuracy",),
-    presets=("challenge", "dlib", "full"),
+    name="factor_vae", values=("train_accuracy", "eval_accuracy", "num_active_dims"), intervals=("eval_accuracy",),
+    extras=("eval_accuracy_per_factor",), headline=("eval_accuracy",), presets=("challenge", "dlib", "full"),
     citation="Kim and Mnih, 2018. Disentangling by Factorising. ICML.",
-    default_params={"batch_size": 64, "num_train": 10000, "num_eval": 5000, "num_variance_estimate": 10000,
-                    "prune_threshold": 0.05, **_CI},
     sample_fn=_intervention.sample_factor_vae, score_fn=_intervention.score_factor_vae))
-register(MetricSpec(
-    name="dci", keys=("disentanglement", "completeness", "informativeness_train", "informativeness_test"),
+_array_metric(
+    "dci", _score_train_test(_dci),
+    values=("disentanglement", "completeness", "informativeness_train", "informativeness_test"),
+    intervals=("disentanglement", "completeness", "informativeness_test"), extras=("importance_matrix",),
     headline=("disentanglement",), presets=("challenge", "dlib", "full"),
     citation="Eastwood and Williams, 2018. A Framework for the Quantitative Evaluation of Disentangled "
              "Representations. ICLR.",
-    default_params={**_ARRAY_SIZES, "estimator": _DCI_DEFAULT_ESTIMATOR, "n_jobs": -1, **_CI},
-    preset_params={"dlib": {"estimator": "gbt"}}, choices={"estimator": Options(_DCI_ESTIMATORS)},
-    sample_fn=_sample_uniform("dci"), score_fn=_score_train_test(_dci)))
-register(MetricSpec(
-    name="sap", keys=("sap_score",), headline=("sap_score",), presets=("challenge", "dlib", "full"),
+    overrides=_PARALLEL, preset_params={"dlib": {"estimator": "gbt"}}, choices={"estimator": Options(_DCI_ESTIMATORS)})
+_array_metric(
+    "sap", _score_train_test(_sap), values=("sap_score",), intervals=("sap_score",), headline=("sap_score",),
+    presets=("challenge", "dlib", "full"),
     citation="Kumar, Sattigeri and Balakrishnan, 2018. Variational Inference of Disentangled Latent Concepts "
              "from Unlabeled Observations. ICLR.",
-    default_params={**_ARRAY_SIZES, "continuous_factors": False, "n_jobs": -1, **_CI},
-    sample_fn=_sample_uniform("sap"), score_fn=_score_train_test(_sap)))
-register(MetricSpec(
-    name="mig", keys=("discrete_mig",), headline=("discrete_mig",), presets=("challenge", "dlib", "full"),
+    overrides=_PARALLEL)
+_array_metric(
+    "mig", _score_train_only(_mig), values=("discrete_mig",), intervals=("discrete_mig",),
+    extras=("mutual_info_matrix", "entropy_per_factor"), headline=("discrete_mig",),
+    presets=("challenge", "dlib", "full"),
     citation="Chen, Li, Grosse and Duvenaud, 2018. Isolating Sources of Disentanglement in Variational "
-             "Autoencoders. NeurIPS.",
-    default_params={"num_train": 10000, "num_bins": 20, **_CI},
-    sample_fn=_sample_uniform("mig"), score_fn=_score_train_only(_mig)))
-register(MetricSpec(
-    name="irs", keys=("irs", "num_active_dims"), headline=("irs",), presets=("challenge", "dlib", "full"),
+             "Autoencoders. NeurIPS.")
+_array_metric(
+    "irs", _score_train_only(_irs), values=("irs", "num_active_dims"), intervals=("irs",), headline=("irs",),
+    presets=("challenge", "dlib", "full"),
     citation="Suter, Miladinovic, Schoelkopf and Bauer, 2019. Robustly Disentangled Causal Mechanisms: "
              "Validating Deep Representations for Interventional Robustness. ICML.",
-    default_params={"num_train": 10000, "diff_quantile": 0.99, "num_bins": 20, "n_jobs": -1, **_CI},
-    sample_fn=_sample_uniform("irs"), score_fn=_score_train_only(_irs)))
-register(MetricSpec(
-    name="modularity_explicitness",
-    keys=("modularity_score", "explicitness_score_train", "explicitness_score_test"),
+    overrides=_PARALLEL)
+_array_metric(
+    "modularity_explicitness", _score_train_test(_modularity_explicitness),
+    values=("modularity_score", "explicitness_score_train", "explicitness_score_test"),
+    intervals=("modularity_score", "explicitness_score_test"),
     headline=("modularity_score", "explicitness_score_test"), presets=("dlib", "full"),
     citation="Ridgeway and Mozer, 2018. Learning Deep Disentangled Embeddings With the F-Statistic Loss. "
              "NeurIPS.",
-    default_params={**_ARRAY_SIZES, "num_bins": 20, "n_jobs": -1, **_CI},
-    sample_fn=_sample_uniform("modularity_explicitness"),
-    score_fn=_score_train_test(_modularity_explicitness)))
-register(MetricSpec(
-    name="unsupervised",
-    keys=("gaussian_total_correlation", "gaussian_wasserstein_correlation",
-          "gaussian_wasserstein_correlation_norm", "mutual_info_score"),
+    overrides=_PARALLEL)
+_UNSUPERVISED = ("gaussian_total_correlation", "gaussian_wasserstein_correlation",
+                 "gaussian_wasserstein_correlation_norm", "mutual_info_score")
+_array_metric(
+    "unsupervised", _score_codes_only(_unsupervised), values=_UNSUPERVISED, intervals=_UNSUPERVISED,
     headline=("gaussian_total_correlation", "mutual_info_score"), presets=("dlib", "full"),
     citation="Locatello et al., 2019. Challenging Common Assumptions in the Unsupervised Learning of "
-             "Disentangled Representations. ICML.",
-    default_params={"num_train": 10000, "num_bins": 20, **_CI},
-    sample_fn=_sample_uniform("unsupervised"), score_fn=_score_codes_only(_unsupervised)))
-_DOWNSTREAM_CHOICES = {"estimator": Options(_DOWNSTREAM_ESTIMATORS), "predictor": Options(_DOWNSTREAM_PREDICTORS)}
-_DOWNSTREAM_KEYS = tuple(f"{size}:{key}" for size in (10, 100, 1000, 10000)
-                         for key in ("mean_train_accuracy", "mean_test_accuracy", "min_train_accuracy",
-                                     "min_test_accuracy"))
-register(MetricSpec(
-    name="downstream_logistic_regression", keys=_DOWNSTREAM_KEYS,
+             "Disentangled Representations. ICML.")
+_DOWNSTREAM = dict(
+    values=("mean_train_accuracy", "mean_test_accuracy", "min_train_accuracy", "min_test_accuracy"),
+    intervals=("mean_test_accuracy",), extras=("train_accuracy_per_factor", "test_accuracy_per_factor"),
+    key_prefixes=lambda params: [f"{size}:" for size in params["train_sizes"]],
     headline=("100:mean_test_accuracy", "10000:mean_test_accuracy"), presets=("dlib", "full"),
     citation="Locatello et al., 2019. Challenging Common Assumptions in the Unsupervised Learning of "
              "Disentangled Representations. ICML.",
-    default_params={"train_sizes": (10, 100, 1000, 10000), "num_test": 5000, "predictor": "logistic_regression",
-                    "estimator": "lightgbm", "n_jobs": -1, **_CI},
-    choices=_DOWNSTREAM_CHOICES,
+    choices={"estimator": Options(_DOWNSTREAM_ESTIMATORS), "predictor": Options(_DOWNSTREAM_PREDICTORS)})
+register(MetricSpec(
+    name="downstream_logistic_regression", **_DOWNSTREAM,
+    overrides={"predictor": "logistic_regression", **_PARALLEL},
     sample_fn=_sample_downstream("downstream_logistic_regression"), score_fn=_score_downstream))
 register(MetricSpec(
-    name="downstream_boosted_trees", keys=_DOWNSTREAM_KEYS,
-    headline=("100:mean_test_accuracy", "10000:mean_test_accuracy"), presets=("dlib", "full"),
-    citation="Locatello et al., 2019. Challenging Common Assumptions in the Unsupervised Learning of "
-             "Disentangled Representations. ICML.",
-    default_params={"train_sizes": (10, 100, 1000, 10000), "num_test": 5000, "predictor": "boosted_trees",
-                    "estimator": "lightgbm", "n_jobs": -1, **_CI},
-    preset_params={"dlib": {"estimator": "gbt"}}, choices=_DOWNSTREAM_CHOICES,
+    name="downstream_boosted_trees", **_DOWNSTREAM, overrides={"predictor": "boosted_trees", **_PARALLEL},
+    preset_params={"dlib": {"estimator": "gbt"}},
     sample_fn=_sample_downstream("downstream_boosted_trees"), score_fn=_score_downstream))
-register(MetricSpec(
-    name="sap_continuous", keys=("sap_score",), headline=("sap_score",), presets=("full",),
+_array_metric(
+    "sap_continuous", _score_train_test(_sap), values=("sap_score",), intervals=("sap_score",),
+    headline=("sap_score",), presets=("full",),
     citation="Kumar, Sattigeri and Balakrishnan, 2018. Variational Inference of Disentangled Latent Concepts "
              "from Unlabeled Observations. ICLR.",
-    default_params={**_ARRAY_SIZES, "continuous_factors": True, **_CI},
-    sample_fn=_sample_uniform("sap_continuous"), score_fn=_score_train_test(_sap)))
-register(MetricSpec(
-    name="mig_sup", keys=("mig_sup",), headline=("mig_sup",), presets=("full",),
+    overrides={"continuous_factors": True, **_PARALLEL})
+_array_metric(
+    "mig_sup", _score_train_only(_mig_sup), values=("mig_sup",), intervals=("mig_sup",), headline=("mig_sup",),
+    presets=("full",),
     citation="Li, Murkute, Gyawali and Wang, 2020. Progressive Learning and Disentanglement of Hierarchical "
-             "Representations. ICLR.",
-    default_params={"num_train": 10000, "num_bins": 20, **_CI},
-    sample_fn=_sample_uniform("mig_sup"), score_fn=_score_train_only(_mig_sup)))
-register(MetricSpec(
-    name="dcimig", keys=("dcimig",), headline=("dcimig",), presets=("full",),
+             "Representations. ICLR.")
+_array_metric(
+    "dcimig", _score_train_only(_dcimig), values=("dcimig",), intervals=("dcimig",), headline=("dcimig",),
+    presets=("full",),
     citation="Sepliarskaia, Kiseleva and de Rijke, 2019. Evaluating Disentangled Representations. "
-             "arXiv:1910.05587.",
-    default_params={"num_train": 10000, "num_bins": 20, **_CI},
-    sample_fn=_sample_uniform("dcimig"), score_fn=_score_train_only(_dcimig)))
-register(MetricSpec(
-    name="jemmig", keys=("jemmig",), headline=("jemmig",), presets=("full",),
-    citation="Do and Tran, 2020. Theory and Evaluation Metrics for Learning Disentangled Representations. ICLR.",
-    default_params={"num_train": 10000, "num_bins": 20, **_CI},
-    sample_fn=_sample_uniform("jemmig"), score_fn=_score_train_only(_jemmig)))
-register(MetricSpec(
-    name="mcc", keys=("mcc", "mcc_per_factor"), headline=("mcc",), presets=("full",),
+             "arXiv:1910.05587.")
+_array_metric(
+    "jemmig", _score_train_only(_jemmig), values=("jemmig",), intervals=("jemmig",), headline=("jemmig",),
+    presets=("full",),
+    citation="Do and Tran, 2020. Theory and Evaluation Metrics for Learning Disentangled Representations. ICLR.")
+_array_metric(
+    "mcc", _score_train_only(_mcc), values=("mcc",), intervals=("mcc",), extras=("mcc_per_factor",),
+    headline=("mcc",), presets=("full",),
     citation="Khemakhem, Kingma, Monti and Hyvarinen, 2020. Variational Autoencoders and Nonlinear ICA: A "
              "Unifying Framework. AISTATS.",
-    default_params={"num_train": 10000, "correlation": "pearson", **_CI},
-    choices={"correlation": Options(_MCC_CORRELATIONS)},
-    sample_fn=_sample_uniform("mcc"), score_fn=_score_train_only(_mcc)))
-register(MetricSpec(
-    name="infomec", keys=("infom", "infoe", "infoc", "num_active_latents"), headline=("infom", "infoe", "infoc"),
-    presets=("full",),
+    choices={"correlation": Options(_MCC_CORRELATIONS)})
+_array_metric(
+    "infomec", _score_train_test(_infomec), values=("infom", "infoe", "infoc", "num_active_latents"),
+    intervals=("infom", "infoe", "infoc"), headline=("infom", "infoe", "infoc"), presets=("full",),
     citation="Hsu, Dorrell, Whittington, Wu and Finn, 2023. Disentanglement via Latent Quantization. NeurIPS.",
-    default_params={**_ARRAY_SIZES, "num_bins": 20, "discrete_latents": False, "n_jobs": -1, **_CI},
-    sample_fn=_sample_uniform("infomec"), score_fn=_score_train_test(_infomec)))
+    overrides=_PARALLEL)
