@@ -384,6 +384,46 @@ def test_factor_vae_per_factor_accuracy_shows_the_factor_without_a_code():
     assert np.isclose(np.dot(per_factor, counts) / counts.sum(), out["eval_accuracy"])
 
 
+def test_z_max_var_batches_fix_every_factor_but_the_label():
+    dataset = datasets.load("dummy")
+    spec = metrics.get("z_max_var")
+    request = spec.sample(dataset, seed=0, **small_params(spec))
+    s = request.structure
+    factors = dataset.index_to_factors(request.indices[s["num_variance_estimate"]:])
+    batches = factors.reshape(len(s["labels"]), s["batch_size"], -1)
+    for vote, label in enumerate(s["labels"]):
+        others = np.delete(batches[vote], label, axis=1)
+        assert (others == others[:1]).all()
+    varied = [np.unique(batches[v, :, k]).size > 1 for v, k in enumerate(s["labels"])]
+    assert np.mean(varied) > 0.9  # the label's factor does vary (a batch of 16 rarely repeats one value)
+
+
+def test_z_max_var_finds_the_code_that_moves_and_misses_the_factor_without_one():
+    dataset = datasets.load("dummy")
+    sizes = dict(num_train=300, num_eval=200, num_variance_estimate=300, batch_size=16, n_bootstrap=0)
+    out = metrics.z_max_var(dataset, dummy_encoder, seed=0, **sizes)
+    assert out["eval_accuracy"] > 0.9 and out["num_active_dims"] == 4
+    out = metrics.z_max_var(dataset, lambda images: dummy_encoder(images)[:, :2], seed=0, **sizes)
+    # factor 2 moves no code: its votes (a tie at zero variance) land on the code of factor 0, and
+    # the one classifier cannot give that code to both
+    per_factor = out["eval_accuracy_per_factor"]
+    assert per_factor[1] == 1.0 and sorted([per_factor[0], per_factor[2]]) == [0.0, 1.0]
+    assert out["eval_accuracy"] < 0.7
+
+
+def test_med_on_known_codes():
+    c, f, ct, ft = split("identity")
+    out = metrics.med(c, f, ct, ft, n_bootstrap=0)
+    mi = np.asarray(out["mutual_info_matrix"])
+    assert mi.shape == (c.shape[1], f.shape[1])
+    assert out["top_k_disentanglement"] >= out["disentanglement"] - 1e-12  # the best dims are kept
+    constant = np.zeros_like(c)
+    out = metrics.med(constant, f, np.zeros_like(ct), ft, n_bootstrap=0)
+    assert out["disentanglement"] == 0.0 and out["completeness"] == 0.0
+    with pytest.raises(ValueError, match="top_k"):
+        metrics.med(c, f, ct, ft, top_k=0)
+
+
 def test_stochastic_dataset_request_renders_the_same_in_chunks():
     dataset = datasets.load("noisy_dsprites")
     request = metrics.get("mig").sample(dataset, seed=0, num_train=24)

@@ -230,3 +230,29 @@ def test_infomec_matches_its_authors_code(kind):
         assert out["infoc"] == pytest.approx(infoc, abs=1e-6)
     if kind == "quantized4":
         assert out["num_active_latents"] == 4
+
+
+# MED / top-k MED against the authors' algorithm (Cao et al., 2022; their med.py on
+# disentanglement_lib's discretizer and MI, sklearn 1.9), run on these arrays once.
+MED_REFERENCE = {  # (kind, top_k): the authors' values
+("identity", 1): {"informativeness_train": 0.9856666667, "informativeness_test": 0.9785714286, "disentanglement": 0.8302685305, "completeness": 0.7642174694, "top_k_disentanglement": 0.8914977762, "top_k_completeness": 0.8914357978},
+    ("identity", 2): {"informativeness_train": 0.9856666667, "informativeness_test": 0.9785714286, "disentanglement": 0.8302685305, "completeness": 0.7642174694, "top_k_disentanglement": 0.8599779573, "top_k_completeness": 0.8184004990},
+    ("rotated", 1): {"informativeness_train": 1.0000000000, "informativeness_test": 0.9992857143, "disentanglement": 0.1587082745, "completeness": 0.1074348536, "top_k_disentanglement": 0.1842839436, "top_k_completeness": 0.1775749125},
+    ("rotated", 2): {"informativeness_train": 1.0000000000, "informativeness_test": 0.9992857143, "disentanglement": 0.1587082745, "completeness": 0.1074348536, "top_k_disentanglement": 0.1686123095, "top_k_completeness": 0.1207715416},
+    ("collapsed", 1): {"informativeness_train": 0.7778333333, "informativeness_test": 0.7685714286, "disentanglement": 0.5154012189, "completeness": 0.8164282912, "top_k_disentanglement": 0.5154012189, "top_k_completeness": 0.6525374423},
+    ("collapsed", 2): {"informativeness_train": 0.7778333333, "informativeness_test": 0.7685714286, "disentanglement": 0.5154012189, "completeness": 0.8164282912, "top_k_disentanglement": 0.5154012189, "top_k_completeness": 0.7246424376},
+    ("quantized4", 1): {"informativeness_train": 0.6598333333, "informativeness_test": 0.6292857143, "disentanglement": 0.9259303396, "completeness": 0.9309171977, "top_k_disentanglement": 0.9316576632, "top_k_completeness": 0.9317089239},
+    ("quantized4", 2): {"informativeness_train": 0.6598333333, "informativeness_test": 0.6292857143, "disentanglement": 0.9259303396, "completeness": 0.9309171977, "top_k_disentanglement": 0.9271644741, "top_k_completeness": 0.9314053292},
+}
+
+
+@pytest.mark.parametrize("kind, top_k", list(MED_REFERENCE))
+def test_med_matches_its_authors_code(kind, top_k):
+    from harness import metrics
+
+    sizes = (3, 6, 10, 8)
+    factors, factors_test = sample_factors(sizes, 1500, 1), sample_factors(sizes, 700, 2)
+    codes = represent(kind, np.concatenate([factors, factors_test]), sizes, seed=4, num_dims=8)
+    out = metrics.med(codes[:1500], factors, codes[1500:], factors_test, top_k=top_k, n_bootstrap=0, n_jobs=1)
+    for key, value in MED_REFERENCE[kind, top_k].items():
+        assert out[key] == pytest.approx(value, abs=1e-9), key

@@ -7,9 +7,10 @@ Pure numpy/scipy/scikit-learn/LightGBM: no torch, sandbox or CLI imports.
 from harness.metrics.dci import dci
 from harness.metrics.downstream import downstream
 from harness.metrics.infomec import infomec
-from harness.metrics.intervention import beta_vae, factor_vae
+from harness.metrics.intervention import beta_vae, factor_vae, z_max_var
 from harness.metrics.irs import irs
 from harness.metrics.mcc import mcc
+from harness.metrics.med import med
 from harness.metrics.mig import dcimig, jemmig, mig, mig_sup
 from harness.metrics.modularity import modularity_explicitness
 from harness.metrics.registry import PRESETS, MetricSpec, get, names, preset, presets
@@ -19,6 +20,6 @@ from harness.metrics.unsupervised import unsupervised
 
 __all__ = [
     "MetricSpec", "ObservationRequest", "PRESETS", "beta_vae", "dci", "dcimig", "downstream", "encode_request",
-    "factor_vae", "get", "infomec", "irs", "jemmig", "mcc", "mig", "mig_sup", "modularity_explicitness", "names",
-    "preset", "presets", "sap", "unsupervised",
+    "factor_vae", "get", "infomec", "irs", "jemmig", "mcc", "med", "mig", "mig_sup", "modularity_explicitness", "names",
+    "preset", "presets", "sap", "unsupervised", "z_max_var",
 ]

@@ -1,4 +1,4 @@
-"""Intervention metrics: BetaVAE and FactorVAE scores, which need observations with factors fixed.
+"""Intervention metrics: BetaVAE, FactorVAE and Z-max-var scores, which need observations with factors fixed.
 
 Each is split into ``sample_*`` (which grid indices to encode, decided from the seed alone) and
 ``score_*`` (the score from the codes of those indices), so an evaluator can encode the union of
@@ -113,6 +113,20 @@ def sample_factor_vae(dataset, *, seed: int, batch_size: int = 64, num_train: in
                       num_eval: int = 5000, num_variance_estimate: int = 10000) -> ObservationRequest:
     """Observations for FactorVAE: ``num_variance_estimate`` random observations, then per vote a
     factor k and a batch of ``batch_size`` observations sharing one value of factor k."""
+    return _sample_variance_votes("factor_vae", dataset, seed, batch_size, num_train, num_eval,
+                                  num_variance_estimate, fix_only_the_label=True)
+
+
+def sample_z_max_var(dataset, *, seed: int, batch_size: int = 64, num_train: int = 10000,
+                     num_eval: int = 5000, num_variance_estimate: int = 10000) -> ObservationRequest:
+    """Observations for Z-max-var: ``num_variance_estimate`` random observations, then per vote a
+    factor k and a batch of ``batch_size`` observations sharing the values of every factor but k."""
+    return _sample_variance_votes("z_max_var", dataset, seed, batch_size, num_train, num_eval,
+                                  num_variance_estimate, fix_only_the_label=False)
+
+
+def _sample_variance_votes(metric, dataset, seed, batch_size, num_train, num_eval, num_variance_estimate, *,
+                           fix_only_the_label: bool) -> ObservationRequest:
     sizes = _check_sizes(batch_size=batch_size, num_train=num_train, num_eval=num_eval,
                          num_variance_estimate=num_variance_estimate)
     if sizes["batch_size"] < 2:
@@ -125,12 +139,17 @@ def sample_factor_vae(dataset, *, seed: int, batch_size: int = 64, num_train: in
     num_factors = len(dataset.factor_sizes)
     variance_idx = rng.integers(0, dataset.num_observations, size=sizes["num_variance_estimate"])
     labels = rng.integers(0, num_factors, size=num_votes)
-    values = dataset.sample_factors(num_votes, rng)[np.arange(num_votes), labels]
-    fixed = np.full((num_votes, batch, num_factors), ANY, dtype=np.int64)
-    fixed[np.arange(num_votes), :, labels] = values[:, None]
+    values = dataset.sample_factors(num_votes, rng)
+    votes = np.arange(num_votes)
+    if fix_only_the_label:  # FactorVAE: factor k fixed, the others free
+        fixed = np.full((num_votes, batch, num_factors), ANY, dtype=np.int64)
+        fixed[votes, :, labels] = values[votes, labels][:, None]
+    else:  # Z-max-var: every factor but k fixed, k free
+        fixed = np.repeat(values[:, None, :], batch, axis=1)
+        fixed[votes, :, labels] = ANY
     vote_idx = _index_of_factors(dataset, fixed.reshape(-1, num_factors), rng)
     return ObservationRequest(
-        metric="factor_vae", indices=np.concatenate([variance_idx.astype(np.int64), vote_idx]),
+        metric=metric, indices=np.concatenate([variance_idx.astype(np.int64), vote_idx]),
         observation_seed=observation_seed,
         structure={"labels": labels, "num_train": sizes["num_train"], "num_eval": sizes["num_eval"],
                    "batch_size": batch, "num_variance_estimate": sizes["num_variance_estimate"],
@@ -140,6 +159,18 @@ def sample_factor_vae(dataset, *, seed: int, batch_size: int = 64, num_train: in
 def score_factor_vae(request: ObservationRequest, codes, *, seed: int = 0, prune_threshold: float = 0.05,
                      n_bootstrap: int = _bootstrap.DEFAULT_N_BOOTSTRAP) -> dict:
     """FactorVAE score from the codes of ``request.indices`` (row for row)."""
+    return _score_variance_votes(request, codes, np.argmin, seed, prune_threshold, n_bootstrap)
+
+
+def score_z_max_var(request: ObservationRequest, codes, *, seed: int = 0, prune_threshold: float = 0.05,
+                    n_bootstrap: int = _bootstrap.DEFAULT_N_BOOTSTRAP) -> dict:
+    """Z-max-var score from the codes of ``request.indices`` (row for row)."""
+    return _score_variance_votes(request, codes, np.argmax, seed, prune_threshold, n_bootstrap)
+
+
+def _score_variance_votes(request, codes, choose, seed, prune_threshold, n_bootstrap) -> dict:
+    """Each vote's batch: ``choose`` (argmin or argmax) over the active dimensions' variance scaled
+    by the global one; a majority-vote classifier (dimension -> factor) from the training votes."""
     n_bootstrap = _bootstrap.check_n_bootstrap(n_bootstrap)
     try:
         prune_threshold = float(prune_threshold)
@@ -164,7 +195,7 @@ def score_factor_vae(request: ObservationRequest, codes, *, seed: int = 0, prune
         return out
     votes_codes = codes[num_var:].reshape(len(labels), batch, codes.shape[1])[:, :, active]
     local_variance = votes_codes.var(axis=1, ddof=1)
-    chosen = np.argmin(local_variance / global_variance[active], axis=1)  # index among active dims
+    chosen = choose(local_variance / global_variance[active], axis=1)  # index among active dims
     num_active = int(active.sum())
     train_votes = np.zeros((s["num_factors"], num_active), dtype=np.int64)
     np.add.at(train_votes, (labels[:num_train], chosen[:num_train]), 1)
@@ -205,6 +236,24 @@ def factor_vae(dataset, encode, *, seed: int, batch_size: int = 64, num_train: i
                                 num_eval=num_eval, num_variance_estimate=num_variance_estimate)
     return score_factor_vae(request, encode_request(request, dataset, encode), seed=seed,
                             prune_threshold=prune_threshold, n_bootstrap=n_bootstrap)
+
+
+def z_max_var(dataset, encode, *, seed: int, batch_size: int = 64, num_train: int = 10000,
+              num_eval: int = 5000, num_variance_estimate: int = 10000, prune_threshold: float = 0.05,
+              n_bootstrap: int = _bootstrap.DEFAULT_N_BOOTSTRAP) -> dict:
+    """Z-max-var score (Kim, Wang, Sahu and Pavlovic, 2019, "Relevance Factor VAE: Learning and
+    Identifying Disentangled Factors", arXiv:1902.01568): FactorVAE's vote turned around.
+
+    Per vote: every factor but k fixed over a batch of ``batch_size`` observations (k varies); the
+    active dimension with the *largest* variance scaled by its global one votes for k. Pruning,
+    the majority-vote classifier, the sizes and the returned keys are FactorVAE's
+    (:func:`factor_vae`). The accuracy is reported as it is; the Ubisoft La Forge implementation
+    (Carbonneau et al., 2020) rescales it by default to (accuracy - 1/K) / (1 - 1/K).
+    """
+    request = sample_z_max_var(dataset, seed=seed, batch_size=batch_size, num_train=num_train,
+                               num_eval=num_eval, num_variance_estimate=num_variance_estimate)
+    return score_z_max_var(request, encode_request(request, dataset, encode), seed=seed,
+                           prune_threshold=prune_threshold, n_bootstrap=n_bootstrap)
 
 
 def _with_vote_interval(out: dict, key: str, correct: np.ndarray, n_bootstrap: int, seed: int) -> dict:

@@ -27,6 +27,7 @@ from harness.metrics.infomec import infomec as _infomec
 from harness.metrics.irs import irs as _irs
 from harness.metrics.mcc import CORRELATIONS as _MCC_CORRELATIONS
 from harness.metrics.mcc import mcc as _mcc
+from harness.metrics.med import med as _med
 from harness.metrics.mig import dcimig as _dcimig
 from harness.metrics.mig import jemmig as _jemmig
 from harness.metrics.mig import mig as _mig
@@ -101,7 +102,7 @@ PARAM_CONSTRAINTS = {
     "num_variance_estimate": Interval(int, 2), "batch_size": Interval(int, 2), "num_bins": Interval(int, 2),
     "n_bootstrap": Interval(int, 0), "n_jobs": NJobs(), "prune_threshold": Interval(float, 0),
     "diff_quantile": Interval(float, 0, 1, open_low=True), "continuous_factors": Options((False, True)),
-    "discrete_latents": Options((False, True)),
+    "discrete_latents": Options((False, True)), "top_k": Interval(int, 1),
     "train_sizes": Sizes(),
 }
 
@@ -452,3 +453,19 @@ _array_metric(
     intervals=("infom", "infoe", "infoc"), headline=("infom", "infoe", "infoc"), presets=("full",),
     citation="Hsu, Dorrell, Whittington, Wu and Finn, 2023. Disentanglement via Latent Quantization. NeurIPS.",
     overrides=_PARALLEL)
+_array_metric(
+    "med", _score_train_test(_med),
+    values=("disentanglement", "completeness", "top_k_disentanglement", "top_k_completeness",
+            "informativeness_train", "informativeness_test"),
+    intervals=("disentanglement", "completeness", "top_k_disentanglement", "top_k_completeness",
+               "informativeness_test"),
+    extras=("mutual_info_matrix",), headline=("disentanglement", "top_k_disentanglement"), presets=("full",),
+    citation="Cao, Wang, Zhang, Zheng and Wang, 2022. An Empirical Study on Disentanglement of Negative-free "
+             "Contrastive Learning. NeurIPS.",
+    overrides=_PARALLEL)
+register(MetricSpec(
+    name="z_max_var", values=("train_accuracy", "eval_accuracy", "num_active_dims"), intervals=("eval_accuracy",),
+    extras=("eval_accuracy_per_factor",), headline=("eval_accuracy",), presets=("full",),
+    citation="Kim, Wang, Sahu and Pavlovic, 2019. Relevance Factor VAE: Learning and Identifying Disentangled "
+             "Factors. arXiv:1902.01568.",
+    sample_fn=_intervention.sample_z_max_var, score_fn=_intervention.score_z_max_var))
