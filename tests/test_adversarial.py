@@ -8,7 +8,6 @@ fork, so those attacks run as in-sandbox probes in tests/test_sandbox.py.
 import hashlib
 import os
 import signal
-import sys
 import threading
 import time
 
@@ -19,9 +18,7 @@ from harness.errors import SubmissionFailure
 from harness.sandbox import Limits, open_encoder
 from harness.sandbox.backends import BwrapBackend
 from harness.submission import load
-
-sys.path.insert(0, os.path.dirname(__file__))
-import hostile  # noqa: E402
+import hostile
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.* builders
 
@@ -147,6 +144,7 @@ def test_torchscript_loops_forever_wall_clock(tmp_path, good):
     assert elapsed < 30
 
 
+@pytest.mark.slow
 def test_torchscript_loops_forever_cpu_limit(tmp_path, good):
     sub = hostile.torchscript(tmp_path / "s", "loop")
     failure, _ = run_hostile(sub, good, limits=LOOP_CPU)

@@ -14,7 +14,6 @@ and onnxruntime ran its contrib kernel instead of the function's body.
 import json
 import math
 import os
-import sys
 import zipfile
 
 import numpy as np
@@ -24,9 +23,7 @@ from harness import pt2_rules
 from harness.errors import SubmissionFailure
 from harness.sandbox import Limits, loaders, open_encoder
 from harness.submission import formats, load
-
-sys.path.insert(0, os.path.dirname(__file__))
-import hostile  # noqa: E402
+import hostile
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 

@@ -14,7 +14,6 @@ import random
 import resource
 import shutil
 import stat
-import sys
 import tarfile
 import time
 import zipfile
@@ -27,9 +26,7 @@ from harness.submission.archive import MAX_TAR_HEADER_CHAIN, ArchiveLimits
 from harness.submission.core import content_sha256, copy_tree_nofollow
 from harness.submission.manifest import DEFAULT_MAX_LATENT_DIM, MANIFEST_SCHEMA, MAX_NESTING, parse_manifest
 from harness.text import is_safe, quoted, safe_lines, safe_text
-
-sys.path.insert(0, os.path.dirname(__file__))
-import hostile  # noqa: E402
+import hostile
 
 MAX_MESSAGE = 1000
 

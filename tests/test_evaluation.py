@@ -16,44 +16,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from harness import datasets
 from harness.evaluation.plan import Timing, build_code_table
+from helpers_evaluation import FAST, SMALL, band_weights, numpy_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Small sizes for every metric of the presets (the study sizes are for bench/); one job, few replicates.
-_FAST = {"n_bootstrap": 20}
-SMALL = {
-    "factor_vae": {"num_train": 300, "num_eval": 200, "num_variance_estimate": 500, "batch_size": 16, **_FAST},
-    "beta_vae": {"num_train": 300, "num_eval": 200, "batch_size": 16, **_FAST},
-    "dci": {"num_train": 300, "num_test": 200, "n_jobs": 1, **_FAST},
-    "sap": {"num_train": 300, "num_test": 200, "n_jobs": 1, **_FAST},
-    "sap_continuous": {"num_train": 300, "num_test": 200, **_FAST},
-    "mig": {"num_train": 500, **_FAST},
-    "mig_sup": {"num_train": 500, **_FAST},
-    "dcimig": {"num_train": 500, **_FAST},
-    "jemmig": {"num_train": 500, **_FAST},
-    "irs": {"num_train": 500, **_FAST},
-    "modularity_explicitness": {"num_train": 300, "num_test": 200, "n_jobs": 1, **_FAST},
-    "unsupervised": {"num_train": 500, **_FAST},
-    "infomec": {"num_train": 300, "num_test": 200, "n_jobs": 1, **_FAST},
-    "mcc": {"num_train": 300, **_FAST},
-    "downstream_logistic_regression": {"train_sizes": [10, 100], "num_test": 200, "n_jobs": 1, **_FAST},
-    "downstream_boosted_trees": {"train_sizes": [10, 100], "num_test": 200, "n_jobs": 1, **_FAST},
-}
-
 
 # -- a tiny ONNX encoder for the dummy dataset ------------------------------------------------------
-
-def band_weights(latent_dim: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Linear encoder on the dummy dataset's 16x16 pixels: code k = brightness of band k (k < 3),
-    the last code mixes bands 0 and 1 (so not every dimension is disentangled)."""
-    w = np.zeros((16, 16, latent_dim), dtype=np.float32)
-    for k in range(min(3, latent_dim)):
-        w[5 * k : 5 * k + 5, :, k] = 1.0 / 80.0
-    if latent_dim > 3:
-        w[0:5, :, 3] = 0.5 / 80.0
-        w[5:10, :, 3] = 0.5 / 80.0
-    return w.reshape(256, latent_dim), np.zeros(latent_dim, dtype=np.float32)
-
 
 def write_onnx_submission(root: Path, *, name: str = "tiny", latent_dim: int = 4, weights=None,
                           emit_nan: bool = False) -> Path:
@@ -79,20 +47,6 @@ def write_onnx_submission(root: Path, *, name: str = "tiny", latent_dim: int = 4
                 "outputs": ["mean"]}
     (root / "submission.json").write_text(json.dumps(manifest))
     return root
-
-
-def numpy_encoder(latent_dim: int = 4):
-    """The same linear encoder in numpy, for in-process (trusted) runs; counts the images it sees."""
-    w, b = band_weights(latent_dim)
-
-    def encode(images):
-        encode.calls.append(len(images))
-        x = np.asarray(images, dtype=np.float32).reshape(len(images), -1) / 255.0
-        return x @ w + b
-
-    encode.calls = []
-    encode.weights, encode.bias = w, b
-    return encode
 
 
 def assert_float32_codes_close(actual, images, encode):
@@ -249,7 +203,7 @@ def projection_encoder(num_pixels: int, latent_dim: int = 4, seed: int = 0):
 _SLOW = {"downstream_logistic_regression"}
 # On a stochastic dataset every sample is rendered (64x64x3 with noise): two metrics, fewer votes.
 _NOISY = {"mig": SMALL["mig"],
-          "factor_vae": {"num_train": 100, "num_eval": 50, "num_variance_estimate": 200, "batch_size": 8, **_FAST}}
+          "factor_vae": {"num_train": 100, "num_eval": 50, "num_variance_estimate": 200, "batch_size": 8, **FAST}}
 
 
 @pytest.mark.parametrize("dataset,preset", [("dummy", "challenge"), ("dummy", "full"), ("noisy_dsprites", "challenge")])

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from test_grading_lifecycle import JOB_FN, _challenge, env, make_submission, write_challenge  # noqa: F401
+from harness.grading import load_challenge
+from helpers_grading import JOB_FN, make_submission, write_challenge
 
 distributed = pytest.importorskip("distributed")
 
@@ -18,12 +19,11 @@ def cluster():
 
 
 @pytest.fixture
-def cluster_env(env, cluster):
-    return env  # the worker process must inherit PYTHONPATH (env) before the cluster starts
+def cluster_job_record(job_record, cluster):
+    return job_record  # the worker process must inherit the PYTHONPATH job_record sets before the cluster starts
 
 
-def test_dask_grades_one_task_per_job_and_retries_infra(tmp_path, cluster_env, cluster):
-    env = cluster_env
+def test_dask_grades_one_task_per_job_and_retries_infra(tmp_path, cluster_job_record, cluster):
     from harness.grading import Store, build_board, grade
 
     subs = tmp_path / "subs"
@@ -31,12 +31,12 @@ def test_dask_grades_one_task_per_job_and_retries_infra(tmp_path, cluster_env, c
     # fails on our side on its first try: Dask's retry runs it again
     make_submission(subs, "beta", {"values": {"mig.discrete_mig": 0.6, "sap.sap_score": 0.2}, "infra_failures": 1})
     make_submission(subs, "gamma", {"fail": "memory_exceeded"})
-    challenge = _challenge(write_challenge(tmp_path / "c.toml"))
+    challenge = load_challenge(write_challenge(tmp_path / "c.toml"))
     db = tmp_path / "g.db"
     summary = grade([subs], challenge, db, scheduler=cluster.scheduler_address, job_fn=JOB_FN)
     assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
     assert summary.counts == {"queued": 0, "running": 0, "finished": 2, "failed": 1}
-    executions = env.read_text().splitlines()
+    executions = cluster_job_record.read_text().splitlines()
     assert sorted(executions) == ["alpha|dummy|public|1", "beta|dummy|public|1", "beta|dummy|public|1",
                                   "gamma|dummy|public|1"]
     with Store(db) as store:

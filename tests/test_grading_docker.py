@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from harness.sandbox import docker as docker_backend
-from test_grading_lifecycle import _challenge, env, make_submission, write_challenge  # noqa: F401
+from harness.grading import load_challenge
+from helpers_grading import make_submission, write_challenge
 
 TEST_IMAGE = "harness-test-host:latest"
 
@@ -144,7 +145,7 @@ def test_missing_image_is_reported_not_raised(monkeypatch, docker_image):
     assert not ok and "not found" in why and "docker build" in why
 
 
-def test_grade_with_docker_runs_one_container_per_job(tmp_path, env, docker_image):
+def test_grade_with_docker_runs_one_container_per_job(tmp_path, job_record, docker_image):
     from harness.grading import Store, build_board, grade
 
     subs = tmp_path / "subs"
@@ -153,7 +154,7 @@ def test_grade_with_docker_runs_one_container_per_job(tmp_path, env, docker_imag
     text = (write_challenge(tmp_path / "c.toml").read_text()
             + f'[sandbox]\nbackend = "docker"\nimage = "{docker_image}"\n')
     (tmp_path / "c.toml").write_text(text)
-    challenge = _challenge(tmp_path / "c.toml")
+    challenge = load_challenge(tmp_path / "c.toml")
     db = tmp_path / "g.db"
     summary = grade([subs], challenge, db, workers=2, job_fn="test_grading_docker:sandbox_job")
     assert summary.counts["finished"] == 2, Store(db).jobs()[0]["failure_message"]
@@ -212,6 +213,7 @@ def _remove_image(tag):
         client.close()
 
 
+@pytest.mark.slow
 def test_docker_build_with_torch_runs_every_format_and_doctor_says_ready(docker_image):
     """`harness docker build --with-torch`: an offline image of this environment that loads and
     encodes a model of each format; `harness doctor --backend docker` runs one of each in it."""
@@ -250,6 +252,7 @@ def _venv_with_runtimes(root: Path) -> Path:
     return root / "bin" / "python"
 
 
+@pytest.mark.slow
 def test_docker_build_from_a_venv_puts_its_packages_on_the_path(tmp_path, docker_image):
     """The venv's site-packages are not the interpreter's own: the image records them and the child
     gets them on its path (the bug: every submission was the participant's load_error)."""
@@ -273,7 +276,7 @@ def test_docker_build_from_a_venv_puts_its_packages_on_the_path(tmp_path, docker
         _remove_image(tag)
 
 
-def test_a_runtime_missing_from_the_image_is_infra_error_not_the_participants(tmp_path, env, docker_image):
+def test_a_runtime_missing_from_the_image_is_infra_error_not_the_participants(tmp_path, job_record, docker_image):
     """The test image has no torch: a TorchScript submission graded in it is our infra_error (retried,
     never ranked against the participant); doctor names the formats it cannot run and exits 3."""
     from harness.grading import Store, grade
@@ -291,7 +294,7 @@ def test_a_runtime_missing_from_the_image_is_infra_error_not_the_participants(tm
             + f'[sandbox]\nbackend = "docker"\nimage = "{docker_image}"\n')
     (tmp_path / "c.toml").write_text(text)
     db = tmp_path / "g.db"
-    grade([tmp_path / "subs"], _challenge(tmp_path / "c.toml"), db, workers=1)
+    grade([tmp_path / "subs"], load_challenge(tmp_path / "c.toml"), db, workers=1)
     with Store(db) as store:
         (job,) = store.jobs()
     assert (job["state"], job["failure_kind"], job["attempts"]) == ("failed", "infra_error", 2), dict(job)

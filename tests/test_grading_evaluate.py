@@ -2,18 +2,7 @@
 
 import json
 
-import pytest
-
-from test_grading_lifecycle import env, make_submission  # noqa: F401
-
-
-def _registry_ready():
-    from harness import metrics
-
-    return hasattr(metrics, "get") and hasattr(metrics, "names")
-
-
-pytestmark = pytest.mark.skipif(not _registry_ready(), reason="harness.metrics has no registry yet (issue 3)")
+from helpers_grading import make_submission
 
 CHALLENGE = """
 name = "e2e"
@@ -30,7 +19,7 @@ threads = 1
 """
 
 
-def test_real_evaluation_through_the_grader(tmp_path, env):
+def test_real_evaluation_through_the_grader(tmp_path, job_record):
     from harness.grading import Store, build_board, grade, load_challenge
 
     subs = tmp_path / "subs"
@@ -50,7 +39,7 @@ def test_real_evaluation_through_the_grader(tmp_path, env):
     assert [r.name for r in board.rows] == ["bands"]
 
 
-def test_a_models_exception_text_is_never_published(tmp_path, env):
+def test_a_models_exception_text_is_never_published(tmp_path, job_record):
     """A model that raises with what it saw (held-out pixels) gets its text to the organizer's
     detail only: status lines and every board format show the kind and our own message."""
     import subprocess

@@ -1,7 +1,7 @@
 """Grading lifecycle on a real SQLite store with real worker processes.
 
-The job function is injected (``fake_job`` below, run by real worker subprocesses): it reads what
-to do from the submission's manifest ``extra.fake`` (values to report, sleep, a failure to raise,
+The job function is injected (``helpers_grading.fake_job``, run by real worker subprocesses): it reads
+what to do from the submission's manifest ``extra.fake`` (values to report, sleep, a failure to raise,
 infra failures before succeeding) so the lifecycle can be driven exactly. Submissions are real
 folders with a real tiny ONNX encoder that the real loader accepts.
 """
@@ -9,7 +9,6 @@ folders with a real tiny ONNX encoder that the real loader accepts.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -20,132 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import InputError, SubmissionFailure
-
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
-JOB_FN = "test_grading_lifecycle:fake_job"
-VALUES = ["mig.discrete_mig", "sap.sap_score"]
-
-
-# ---- the injected job function (runs inside worker processes) ---------------------------------
-
-def fake_job(job: dict) -> dict:
-    manifest = json.loads((Path(job["submission_path"]) / "submission.json").read_text())
-    fake = manifest["extra"]["fake"]
-    record = Path(os.environ["GRADING_TEST_RECORD"])
-    key = f"{job['submission']}|{job['dataset']}|{job['split']}"
-    # one line per execution: the test counts executions against endings
-    previous = sum(line.startswith(key + "|") for line in record.read_text().splitlines()) if record.exists() else 0
-    with open(record, "a") as fh:
-        fh.write(f"{key}|{job['attempt']}\n")
-    print(f"fake job {job['submission']} on {job['dataset']} attempt {job['attempt']}", flush=True)
-    if fake.get("print_lines"):
-        for i in range(fake["print_lines"]):
-            print(f"line {i:06d} " + "x" * 40)
-        print("last line", flush=True)
-    time.sleep(fake.get("sleep", 0.0))
-    from harness import datasets
-
-    datasets.load(job["dataset"])  # real: an organizer file that is no dataset is our (infra) error
-    if previous < fake.get("infra_failures", 0):  # counted by executions: Dask retries reuse the spec
-        raise RuntimeError("simulated infrastructure failure")
-    if "fail" in fake:
-        raise SubmissionFailure(fake["fail"], "simulated participant failure")
-    metrics = {}
-    for name, value in fake["values"].items():
-        metric, key = name.split(".")
-        value = float(value)
-        metrics.setdefault(metric, {})[key] = value
-        metrics[metric][key + "_ci95"] = [value - fake.get("ci", 0.01), value + fake.get("ci", 0.01)]
-    return {"dataset": {"name": job["dataset"], "factor_names": ["a", "b", "c"], "factor_sizes": [4, 5, 6]},
-            "preset": job["preset"], "seed": job["seed"], "metrics": metrics,
-            "timing": {"encode_s": 0.0, "metrics_s": {}, "total_s": 0.0, "images_encoded": 0}}
-
-
-# ---- fixtures ---------------------------------------------------------------------------------
-
-def write_onnx_encoder(path: Path, latent_dim: int = 3) -> None:
-    """A real ONNX encoder for 16x16x1 images: flatten, then one matrix (band means of the dummy)."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = np.zeros((256, latent_dim), dtype=np.float32)
-    for k in range(min(latent_dim, 3)):
-        weights[5 * k * 16: (5 * k + 5) * 16, k] = 1.0 / 80.0
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["images"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "W"], ["codes"])],
-        "encoder",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 16, 16])],
-        [helper.make_tensor_value_info("codes", TensorProto.FLOAT, ["N", latent_dim])],
-        [numpy_helper.from_array(weights, "W")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-
-
-def make_submission(root: Path, name: str, fake: dict | None = None, participant: str | None = None) -> Path:
-    sub = root / name
-    sub.mkdir(parents=True)
-    write_onnx_encoder(sub / "encoder.onnx")
-    extra = {"fake": fake or {}}
-    if participant:
-        extra["participant"] = participant
-    (sub / "submission.json").write_text(json.dumps({
-        "name": name, "format": "onnx", "model": "encoder.onnx",
-        "input": {"channels": 1, "height": 16, "width": 16}, "latent_dim": 3, "outputs": ["mean"], "extra": extra,
-    }))
-    return sub
-
-
-CHALLENGE = """
-name = "test-challenge"
-[splits.public]
-datasets = ["dummy"]
-{private}
-[metrics]
-preset = "challenge"
-[ranking]
-method = "mean_rank"
-values = ["mig.discrete_mig", "sap.sap_score"]
-[limits]
-wall_seconds = 60
-memory_mb = 2048
-threads = 1
-[grading]
-max_attempts = {max_attempts}
-lease_seconds = {lease}
-"""
-
-
-def write_challenge(path: Path, *, private=False, max_attempts=3, lease=30) -> Path:
-    private_block = '[splits.private]\ndatasets = ["private.bin"]' if private else ""
-    if private:
-        (path.parent / "private.bin").write_bytes(b"organizer file")
-    path.write_text(CHALLENGE.format(private=private_block, max_attempts=max_attempts, lease=lease))
-    return path
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Worker processes import the fake job from this folder; record file counts executions."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")]))
-    record = tmp_path / "executions.txt"
-    monkeypatch.setenv("GRADING_TEST_RECORD", str(record))
-    return record
-
-
-def _challenge(path):
-    from harness.grading import load_challenge
-
-    return load_challenge(path)
+from harness.errors import InputError
+from harness.grading import load_challenge
+from helpers_grading import JOB_FN, fake_job, make_submission, write_challenge
 
 
 # ---- tests ------------------------------------------------------------------------------------
 
-def test_lifecycle_failures_retries_logs_and_board(tmp_path, env):
+def test_lifecycle_failures_retries_logs_and_board(tmp_path, job_record):
     from harness.grading import Store, build_board, grade, render
 
     subs = tmp_path / "subs"
@@ -156,7 +37,7 @@ def test_lifecycle_failures_retries_logs_and_board(tmp_path, env):
     broken = subs / "broken"
     broken.mkdir()
     (broken / "submission.json").write_text("{not json")
-    challenge = _challenge(write_challenge(tmp_path / "c.toml"))
+    challenge = load_challenge(write_challenge(tmp_path / "c.toml"))
     db = tmp_path / "g.db"
     lines = []
     summary = grade([subs], challenge, db, workers=2, job_fn=JOB_FN, echo=lines.append)
@@ -197,19 +78,19 @@ def test_lifecycle_failures_retries_logs_and_board(tmp_path, env):
     assert "alpha" in text and "not ranked: nanny" in text
 
 
-def test_regrade_is_a_noop_unless_changed_or_asked(tmp_path, env):
+def test_regrade_is_a_noop_unless_changed_or_asked(tmp_path, job_record):
     from harness.grading import Store, grade
 
     subs = tmp_path / "subs"
     make_submission(subs, "alpha", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
     sub_b = make_submission(subs, "beta", {"values": {"mig.discrete_mig": 0.4, "sap.sap_score": 0.4}})
-    challenge = _challenge(write_challenge(tmp_path / "c.toml"))
+    challenge = load_challenge(write_challenge(tmp_path / "c.toml"))
     db = tmp_path / "g.db"
     grade([subs], challenge, db, job_fn=JOB_FN)
-    assert len(env.read_text().splitlines()) == 2
+    assert len(job_record.read_text().splitlines()) == 2
     again = grade([subs], challenge, db, job_fn=JOB_FN)
     assert again.registered == {"new": 0, "requeued": 0, "unchanged": 2}
-    assert len(env.read_text().splitlines()) == 2  # nothing ran
+    assert len(job_record.read_text().splitlines()) == 2  # nothing ran
     # a changed submission is graded again; the old result goes to history
     manifest = json.loads((sub_b / "submission.json").read_text())
     manifest["extra"]["fake"]["values"]["mig.discrete_mig"] = 0.9
@@ -218,7 +99,7 @@ def test_regrade_is_a_noop_unless_changed_or_asked(tmp_path, env):
     assert changed.registered == {"new": 0, "requeued": 1, "unchanged": 1}
     forced = grade([subs], challenge, db, job_fn=JOB_FN, regrade=["alpha"])
     assert forced.registered == {"new": 0, "requeued": 1, "unchanged": 1}
-    assert len(env.read_text().splitlines()) == 4
+    assert len(job_record.read_text().splitlines()) == 4
     with Store(db) as store:
         history = store.db.execute("SELECT reason FROM history ORDER BY id").fetchall()
         assert [h[0] for h in history] == ["submission changed", "regrade requested"]
@@ -228,7 +109,7 @@ def test_regrade_is_a_noop_unless_changed_or_asked(tmp_path, env):
         grade([subs], challenge, db, job_fn=JOB_FN, regrade=["nobody"])
 
 
-def test_identity_comes_from_the_layout_not_the_manifest(tmp_path, env):
+def test_identity_comes_from_the_layout_not_the_manifest(tmp_path, job_record):
     from harness.grading import discover
 
     a = make_submission(tmp_path / "a", "same", {"values": {}})
@@ -252,7 +133,7 @@ def test_identity_comes_from_the_layout_not_the_manifest(tmp_path, env):
                      "team-p/entry": "team-p", "team-q/entry": "team-q"}
 
 
-def test_a_submission_named_like_another_teams_replaces_nothing(tmp_path, env):
+def test_a_submission_named_like_another_teams_replaces_nothing(tmp_path, job_record):
     from harness.grading import Store, grade
 
     first, later = tmp_path / "batch1", tmp_path / "batch2"
@@ -263,7 +144,7 @@ def test_a_submission_named_like_another_teams_replaces_nothing(tmp_path, env):
     m["extra"]["participant"] = "alice"
     (intruder / "submission.json").write_text(json.dumps(m))
     db = tmp_path / "g.db"
-    challenge = _challenge(write_challenge(tmp_path / "c.toml"))
+    challenge = load_challenge(write_challenge(tmp_path / "c.toml"))
     grade([first], challenge, db, job_fn=JOB_FN)
     summary = grade([later], challenge, db, job_fn=JOB_FN)
     assert summary.registered["requeued"] == 0
@@ -281,7 +162,8 @@ def _terminal_events(db):
     return counts
 
 
-def test_sigkill_at_any_moment_then_rerun_ends_every_job_exactly_once(tmp_path, env):
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_rerun_ends_every_job_exactly_once(tmp_path, job_record):
     """Kill the real grader CLI with SIGKILL at random moments, rerun until done: each job ends once."""
     subs = tmp_path / "subs"
     rng = random.Random(7)  # the kill moments come from this seed
@@ -329,7 +211,7 @@ def test_sigkill_at_any_moment_then_rerun_ends_every_job_exactly_once(tmp_path, 
         ends = _terminal_events(db)
         assert len(ends) == len(jobs)
         assert all(n == 1 + retries.get(job_id, 0) for job_id, n in ends.items()), (ends, retries)
-        executions = env.read_text().splitlines()
+        executions = job_record.read_text().splitlines()
         assert len(executions) >= len(jobs)  # killed attempts ran again; each still ended once
         # no worker outlived its killed grader
         assert not [r for r in store.jobs(state="running")]
@@ -338,12 +220,12 @@ def test_sigkill_at_any_moment_then_rerun_ends_every_job_exactly_once(tmp_path, 
     assert str(tmp_path / "g.db.logs") not in ps
 
 
-def test_expired_lease_of_another_host_is_requeued(tmp_path, env):
+def test_expired_lease_of_another_host_is_requeued(tmp_path, job_record):
     from harness.grading import Store, grade
 
     subs = tmp_path / "subs"
     make_submission(subs, "alpha", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
-    challenge = _challenge(write_challenge(tmp_path / "c.toml", lease=1))
+    challenge = load_challenge(write_challenge(tmp_path / "c.toml", lease=1))
     db = tmp_path / "g.db"
     from harness.grading.discover import discover
 
@@ -365,7 +247,7 @@ def test_expired_lease_of_another_host_is_requeued(tmp_path, env):
             "queued", "running", "requeued", "stale_result_dropped", "running", "finished"]
 
 
-def test_cli_grade_status_leaderboard_formats(tmp_path, env):
+def test_cli_grade_status_leaderboard_formats(tmp_path, job_record):
     subs = tmp_path / "subs"
     make_submission(subs, "alpha", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}, "ci": 0.2})
     make_submission(subs, "beta", {"values": {"mig.discrete_mig": 0.45, "sap.sap_score": 0.25}, "ci": 0.2})
@@ -413,7 +295,7 @@ def test_cli_grade_status_leaderboard_formats(tmp_path, env):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
-def test_job_guard_and_log_cap(tmp_path, env):
+def test_job_guard_and_log_cap(tmp_path, job_record):
     from harness.grading import Store, grade
 
     subs = tmp_path / "subs"
@@ -423,7 +305,7 @@ def test_job_guard_and_log_cap(tmp_path, env):
     path = write_challenge(tmp_path / "c.toml", max_attempts=1)
     path.write_text(path.read_text() + "job_seconds = 3\nlog_cap_kb = 4\n")
     started = time.time()
-    summary = grade([subs], _challenge(path), tmp_path / "g.db", workers=2, job_fn=JOB_FN)
+    summary = grade([subs], load_challenge(path), tmp_path / "g.db", workers=2, job_fn=JOB_FN)
     assert time.time() - started < 25
     assert summary.counts == {"queued": 0, "running": 0, "finished": 1, "failed": 1}
     with Store(tmp_path / "g.db") as store:
@@ -435,7 +317,7 @@ def test_job_guard_and_log_cap(tmp_path, env):
     assert "fake job chatty" in log and log.rstrip().endswith("last line")  # head and tail kept
 
 
-def test_outcome_written_before_the_grader_died_is_kept(tmp_path, env):
+def test_outcome_written_before_the_grader_died_is_kept(tmp_path, job_record):
     import socket
 
     from harness.grading import Store, grade
@@ -444,7 +326,7 @@ def test_outcome_written_before_the_grader_died_is_kept(tmp_path, env):
     subs = tmp_path / "subs"
     make_submission(subs, "alpha", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
     make_submission(subs, "beta", {"values": {"mig.discrete_mig": 0.4, "sap.sap_score": 0.2}})
-    challenge = _challenge(write_challenge(tmp_path / "c.toml"))
+    challenge = load_challenge(write_challenge(tmp_path / "c.toml"))
     db = tmp_path / "g.db"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     with Store(db) as store:
@@ -458,9 +340,9 @@ def test_outcome_written_before_the_grader_died_is_kept(tmp_path, env):
     evaluation = fake_job({**_job_dict(job, subs / "alpha"), "attempt": 1})
     (workdir / "outcome.json").write_text(json.dumps({"status": "ok", "evaluation": evaluation}))
     (workdir / "log.txt").write_text("written before the grader died\n")
-    env.write_text("")  # count only what runs from here on
+    job_record.write_text("")  # count only what runs from here on
     grade([subs], challenge, db, job_fn=JOB_FN)
-    assert env.read_text().splitlines() == ["beta|dummy|public|2"]  # alpha was not run again
+    assert job_record.read_text().splitlines() == ["beta|dummy|public|2"]  # alpha was not run again
     with Store(db) as store:
         rows = {r["submission"]: r for r in store.jobs()}
         assert rows["alpha"]["state"] == "finished" and rows["alpha"]["attempts"] == 1
@@ -477,7 +359,7 @@ def _job_dict(row, path):
             "split": row["split"], "preset": "challenge", "seed": 0}
 
 
-def test_a_submission_this_machine_cannot_see_is_our_failure(tmp_path, env):
+def test_a_submission_this_machine_cannot_see_is_our_failure(tmp_path, job_record):
     from harness.grading.worker import run_job
 
     outcome = run_job({"job_fn": JOB_FN, "job": {"submission_path": str(tmp_path / "gone"), "attempt": 1}})
@@ -485,7 +367,7 @@ def test_a_submission_this_machine_cannot_see_is_our_failure(tmp_path, env):
     assert "not visible on" in outcome["failure"]["message"]
 
 
-def test_ctrl_c_gives_running_jobs_back_without_counting_the_attempt(tmp_path, env):
+def test_ctrl_c_gives_running_jobs_back_without_counting_the_attempt(tmp_path, job_record):
     from harness.grading import Store
 
     subs = tmp_path / "subs"
@@ -495,7 +377,7 @@ def test_ctrl_c_gives_running_jobs_back_without_counting_the_attempt(tmp_path, e
     proc = subprocess.Popen([sys.executable, "-m", "harness", "grade", str(subs), "--challenge", str(challenge),
                              "--db", str(db), "--job-fn", JOB_FN], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120  # generous: a loaded 2-core machine starts the worker slowly
-    while time.time() < deadline and not (env.exists() and env.read_text()):
+    while time.time() < deadline and not (job_record.exists() and job_record.read_text()):
         time.sleep(0.1)  # until the job runs
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
@@ -505,7 +387,7 @@ def test_ctrl_c_gives_running_jobs_back_without_counting_the_attempt(tmp_path, e
         assert [e["event"] for e in store.events(row["id"])] == ["queued", "running", "released"]
 
 
-def test_archives_are_submissions_with_the_folder_hash(tmp_path, env):
+def test_archives_are_submissions_with_the_folder_hash(tmp_path, job_record):
     import shutil
 
     from harness.grading import discover
@@ -521,7 +403,7 @@ def test_archives_are_submissions_with_the_folder_hash(tmp_path, env):
     assert found["junk"].manifest_error and found["junk"].content_hash.startswith("raw:")
 
 
-def test_boards_escape_what_participants_wrote(tmp_path, env):
+def test_boards_escape_what_participants_wrote(tmp_path, job_record):
     from harness.grading import grade, leaderboard
 
     subs = tmp_path / "subs"
@@ -531,14 +413,14 @@ def test_boards_escape_what_participants_wrote(tmp_path, env):
     make_submission(subs / "<img src=x onerror=alert(1)>[click](javascript:alert(1))", "markup",
                     {"values": {"mig.discrete_mig": 0.4, "sap.sap_score": 0.2}})
     db = tmp_path / "g.db"
-    grade([subs], _challenge(write_challenge(tmp_path / "c.toml")), db, job_fn=JOB_FN)
+    grade([subs], load_challenge(write_challenge(tmp_path / "c.toml")), db, job_fn=JOB_FN)
     csv_text = leaderboard(db, fmt="csv")
     assert "'=HYPERLINK" in csv_text and ",=HYPERLINK" not in csv_text  # a text cell, not a formula
     md = leaderboard(db, fmt="md")
     assert "<img" not in md and "](javascript" not in md and "&lt;img" in md
 
 
-def test_identical_models_from_two_participants_are_flagged(tmp_path, env):
+def test_identical_models_from_two_participants_are_flagged(tmp_path, job_record):
     from harness.grading import grade, leaderboard
 
     subs = tmp_path / "subs"
@@ -546,7 +428,7 @@ def test_identical_models_from_two_participants_are_flagged(tmp_path, env):
         make_submission(subs / team, "enc", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
     make_submission(subs / "team-c", "own", {"values": {"mig.discrete_mig": 0.4, "sap.sap_score": 0.2}})
     db = tmp_path / "g.db"
-    grade([subs], _challenge(write_challenge(tmp_path / "c.toml")), db, job_fn=JOB_FN)
+    grade([subs], load_challenge(write_challenge(tmp_path / "c.toml")), db, job_fn=JOB_FN)
     status = subprocess.run([sys.executable, "-m", "harness", "status", "--db", str(db)], capture_output=True,
                             text=True, timeout=120)
     assert "identical content" in status.stdout and "team-a/enc (team-a), team-b/enc (team-b)" in status.stdout
@@ -556,14 +438,14 @@ def test_identical_models_from_two_participants_are_flagged(tmp_path, env):
     assert json.loads(leaderboard(db, fmt="json"))["identical"] == [["team-a/enc", "team-b/enc"]]
 
 
-def test_failed_entries_can_be_left_off_a_public_board(tmp_path, env):
+def test_failed_entries_can_be_left_off_a_public_board(tmp_path, job_record):
     subs = tmp_path / "subs"
     make_submission(subs, "good", {"values": {"mig.discrete_mig": 0.5, "sap.sap_score": 0.3}})
     make_submission(subs, "broken", {"fail": "runtime_error"})
     db = tmp_path / "g.db"
     from harness.grading import grade
 
-    grade([subs], _challenge(write_challenge(tmp_path / "c.toml")), db, job_fn=JOB_FN)
+    grade([subs], load_challenge(write_challenge(tmp_path / "c.toml")), db, job_fn=JOB_FN)
     board = [sys.executable, "-m", "harness", "leaderboard", "--db", str(db)]
     shown = subprocess.run(board, capture_output=True, text=True, timeout=120).stdout
     hidden = subprocess.run(board + ["--hide-failures"], capture_output=True, text=True, timeout=120).stdout

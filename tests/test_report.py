@@ -14,8 +14,7 @@ from harness import datasets
 from harness.evaluation import resolve_metrics, run_dataset
 from harness.evaluation.report import render_report, text_table
 from harness.evaluation.results import environment, new_results
-
-from test_evaluation import SMALL, numpy_encoder
+from helpers_evaluation import SMALL, numpy_encoder
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 

@@ -16,9 +16,7 @@ from harness.sandbox import Limits, open_encoder
 from harness.sandbox.backends import BwrapBackend
 from harness.sandbox import validate
 from harness.submission import load
-
-sys.path.insert(0, os.path.dirname(__file__))
-import hostile  # noqa: E402
+import hostile
 
 ROOT = os.geteuid() == 0
 HAVE_BWRAP = BwrapBackend().available()[0]
@@ -208,6 +206,7 @@ def test_cli_validate_exit_codes(good, tmp_path):
     assert ours.exit_code == 3 and json.loads(ours.output)["failure"]["kind"] == "infra_error", ours.output
 
 
+@pytest.mark.slow
 def test_cli_doctor_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-m", "harness", "doctor", "--json", "--backend", "process"],
                          capture_output=True, text=True, timeout=120)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers_grading import write_onnx_encoder
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
@@ -102,8 +104,6 @@ _ONNX = {}
 def _onnx_bytes() -> bytes:
     if "bytes" not in _ONNX:
         import tempfile
-
-        from test_grading_lifecycle import write_onnx_encoder
 
         with tempfile.TemporaryDirectory() as tmp:
             write_onnx_encoder(Path(tmp) / "e.onnx")
@@ -317,6 +317,7 @@ def test_refused_uploads_do_not_count_and_leave_nothing(server, tmp_path):
     assert out.returncode == 3 and "cannot reach" in out.stderr
 
 
+@pytest.mark.slow
 def test_fifty_concurrent_uploads_from_ten_teams_with_a_daily_quota_of_three(server):
     srv = server(daily_quota=3, workers=2)
     tokens = {f"team-{i}": srv.team(f"team-{i}") for i in range(10)}
@@ -340,6 +341,7 @@ def test_fifty_concurrent_uploads_from_ten_teams_with_a_daily_quota_of_three(ser
     assert len(endings) == 60 and set(endings.values()) == {1}
 
 
+@pytest.mark.slow
 def test_sigkill_during_uploads_and_grading_loses_nothing_and_grades_once(server):
     srv = server(workers=2)
     alice = srv.team("alice")
