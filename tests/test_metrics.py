@@ -424,6 +424,36 @@ def test_med_on_known_codes():
         metrics.med(c, f, ct, ft, top_k=0)
 
 
+def test_regression_informativeness_on_known_codes():
+    c, f, ct, ft = split("identity")
+    out = metrics.regression_informativeness(c, f, ct, ft, categorical=[0], n_bootstrap=20)
+    assert out["r2_per_factor"][0] is None and out["r2_test"] > 0.99
+    assert out["r2_test_ci95"][0] <= out["r2_test"] <= out["r2_test_ci95"][1]
+    rng = np.random.default_rng(0)
+    out = metrics.regression_informativeness(rng.normal(size=c.shape), f, rng.normal(size=ct.shape), ft,
+                                             n_bootstrap=0)
+    assert abs(out["r2_test"]) < 0.05  # noise explains nothing (and may do slightly worse than the mean)
+    trees = metrics.regression_informativeness(np.exp(c), f, np.exp(ct), ft, predictor="boosted_trees", n_bootstrap=0)
+    assert trees["r2_test"] > 0.95
+
+
+def test_regression_informativeness_leaves_out_the_datasets_categorical_factors():
+    spec = metrics.get("regression_informativeness")
+    request = spec.sample(datasets.load("dsprites"), seed=0, num_train=50, num_test=20)
+    assert request.structure["categorical"] == [0]  # dSprites' shape
+    request = spec.sample(datasets.load("dsprites"), seed=0, num_train=50, num_test=20, categorical_factors=[])
+    assert request.structure["categorical"] == []
+
+
+def test_dci_lasso_is_the_papers_linear_estimator():
+    c, f, ct, ft = split("identity")
+    out = metrics.dci(c, f, ct, ft, estimator="lasso", n_bootstrap=10)
+    assert out["disentanglement"] > 0.95 and out["completeness"] > 0.95 and out["informativeness_test"] > 0.9
+    assert all(np.isnan(out["disentanglement_ci95"]))  # one linear model: no rounds to resample
+    rotated = metrics.dci(*split("rotated"), estimator="lasso", n_bootstrap=0)
+    assert rotated["disentanglement"] < 0.7
+
+
 def test_stochastic_dataset_request_renders_the_same_in_chunks():
     dataset = datasets.load("noisy_dsprites")
     request = metrics.get("mig").sample(dataset, seed=0, num_train=24)
@@ -456,7 +486,8 @@ def test_cli_metrics_list():
     assert result.exit_code == 0
     assert "factor_vae" in result.output and "*discrete_mig" in result.output and "Kim and Mnih" in result.output
     bad = CliRunner().invoke(cli, ["metrics", "list", "--preset", "nope"])
-    assert bad.exit_code == 2 and "unknown preset" in bad.output
+    assert bad.exit_code == 2 and "'nope'" in bad.output and "challenge" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("kind", ["identity", "duplicated"])

@@ -60,7 +60,7 @@ def test_cli_param_out_of_range_stops_before_encoding(tmp_path):
                          timeout=120)
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.strip() == ("error: metric dci: estimator must be one of 'lightgbm', 'gbt', 'random_forest', "
-                                  "got 'xgboost'")
+                                  "'lasso', got 'xgboost'")
     assert not out.exists()
 
 

@@ -15,11 +15,12 @@ from harness.metrics.mig import dcimig, jemmig, mig, mig_sup
 from harness.metrics.modularity import modularity_explicitness
 from harness.metrics.registry import PRESETS, MetricSpec, get, names, preset, presets
 from harness.metrics.request import ObservationRequest, encode_request
+from harness.metrics.regression import regression_informativeness
 from harness.metrics.sap import sap
 from harness.metrics.unsupervised import unsupervised
 
 __all__ = [
     "MetricSpec", "ObservationRequest", "PRESETS", "beta_vae", "dci", "dcimig", "downstream", "encode_request",
     "factor_vae", "get", "infomec", "irs", "jemmig", "mcc", "med", "mig", "mig_sup", "modularity_explicitness", "names",
-    "preset", "presets", "sap", "unsupervised", "z_max_var",
+    "preset", "presets", "regression_informativeness", "sap", "unsupervised", "z_max_var",
 ]

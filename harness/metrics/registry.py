@@ -28,6 +28,9 @@ from harness.metrics.irs import irs as _irs
 from harness.metrics.mcc import CORRELATIONS as _MCC_CORRELATIONS
 from harness.metrics.mcc import mcc as _mcc
 from harness.metrics.med import med as _med
+from harness.metrics.regression import CATEGORICAL_FACTORS as _CATEGORICAL_FACTORS
+from harness.metrics.regression import PREDICTORS as _REGRESSION_PREDICTORS
+from harness.metrics.regression import regression_informativeness as _regression_informativeness
 from harness.metrics.mig import dcimig as _dcimig
 from harness.metrics.mig import jemmig as _jemmig
 from harness.metrics.mig import mig as _mig
@@ -96,6 +99,17 @@ class Sizes:
         return "must be a non-empty list of integers >= 1"
 
 
+@dataclass(frozen=True)
+class Names:
+    """A list of at most 64 factor names (strings of at most 100 characters)."""
+
+    def problem(self, value) -> str | None:
+        if isinstance(value, (list, tuple)) and len(value) <= 64 and all(
+                isinstance(v, str) and 0 < len(v) <= 100 for v in value):
+            return None
+        return "must be a list of at most 64 factor names"
+
+
 # The same name means the same thing in every metric; a metric's own choices go in its spec.
 PARAM_CONSTRAINTS = {
     "num_train": Interval(int, 1), "num_test": Interval(int, 1), "num_eval": Interval(int, 1),
@@ -103,7 +117,7 @@ PARAM_CONSTRAINTS = {
     "n_bootstrap": Interval(int, 0), "n_jobs": NJobs(), "prune_threshold": Interval(float, 0),
     "diff_quantile": Interval(float, 0, 1, open_low=True), "continuous_factors": Options((False, True)),
     "discrete_latents": Options((False, True)), "top_k": Interval(int, 1),
-    "train_sizes": Sizes(),
+    "train_sizes": Sizes(), "categorical_factors": Names(),
 }
 
 
@@ -469,3 +483,29 @@ register(MetricSpec(
     citation="Kim, Wang, Sahu and Pavlovic, 2019. Relevance Factor VAE: Learning and Identifying Disentangled "
              "Factors. arXiv:1902.01568.",
     sample_fn=_intervention.sample_z_max_var, score_fn=_intervention.score_z_max_var))
+
+
+def _sample_regression(dataset, *, seed: int, num_train: int = NUM_TRAIN, num_test: int = NUM_TEST,
+                       categorical_factors=_CATEGORICAL_FACTORS) -> ObservationRequest:
+    """Uniform samples; the dataset's factors named in ``categorical_factors`` are recorded as categories."""
+    request = _sample_uniform("regression_informativeness")(dataset, seed=seed, num_train=num_train,
+                                                            num_test=num_test)
+    request.structure["categorical"] = [k for k, name in enumerate(dataset.factor_names)
+                                        if name in set(categorical_factors)]
+    return request
+
+
+def _score_regression(request, codes, *, seed, predictor="linear", n_jobs=None,
+                      n_bootstrap=_bootstrap.DEFAULT_N_BOOTSTRAP):
+    return _regression_informativeness(*_split(request, codes), predictor=predictor,
+                                       categorical=request.structure["categorical"], n_jobs=n_jobs,
+                                       n_bootstrap=n_bootstrap, seed=seed)
+
+
+register(MetricSpec(
+    name="regression_informativeness", values=("r2_train", "r2_test"), intervals=("r2_test",),
+    extras=("r2_per_factor",), headline=("r2_test",), presets=("full",),
+    citation="Eastwood and Williams, 2018. A Framework for the Quantitative Evaluation of Disentangled "
+             "Representations. ICLR (informativeness as prediction error).",
+    overrides=_PARALLEL, choices={"predictor": Options(_REGRESSION_PREDICTORS)},
+    sample_fn=_sample_regression, score_fn=_score_regression))
