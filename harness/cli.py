@@ -6,6 +6,10 @@ stderr and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
+import json
 import sys
 
 import click
@@ -21,13 +25,77 @@ def _echo(message="", **kwargs):
     click.echo(safe_lines(str(message)), **kwargs)
 
 
+@contextlib.contextmanager
+def _bad_input_is_one_line():
+    """Bad input is one line on stderr and exit code 2, whether the library refused it (InputError)
+    or click did (an unknown option, a value not among the choices)."""
+    try:
+        yield
+    except InputError as exc:
+        _echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # a group called alone shows its help
+    except click.UsageError as exc:
+        where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+        _echo(f"error: {exc.format_message()}{where}", err=True)
+        sys.exit(2)
+
+
 class _Group(click.Group):
-    def invoke(self, ctx):
-        try:
+    def make_context(self, *args, **kwargs):  # harness's own options
+        with _bad_input_is_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):  # every subcommand: its options, then the library
+        with _bad_input_is_one_line():
             return super().invoke(ctx)
-        except InputError as exc:
-            _echo(f"error: {exc}", err=True)
-            sys.exit(2)
+
+
+class LibraryChoice(click.Choice):
+    """A click.Choice over a constant of the library, ``"module:NAME"``, read when the option is
+    first parsed or shown: the CLI imports neither torch nor the metric suite before a command needs it.
+    ``extra`` choices are the CLI's own (``none``: no export)."""
+
+    def __init__(self, constant: str, *extra: str):
+        self.constant, self.extra, self.case_sensitive = constant, extra, True
+
+    @functools.cached_property
+    def choices(self) -> tuple:
+        module, name = self.constant.split(":")
+        return tuple(getattr(importlib.import_module(module), name)) + self.extra
+
+
+SANDBOXES = LibraryChoice("harness.sandbox.backends:BACKENDS")  # 'none' included: in-process, trusted models
+SANDBOXED = LibraryChoice("harness.grading.challenge:BACKENDS")  # the isolating ones, as a challenge may name
+DEVICES = LibraryChoice("harness.sandbox.session:DEVICES")
+PRESETS = LibraryChoice("harness.metrics.registry:PRESETS")
+
+
+def _parse_params(ctx, option, pairs, *, per_metric: bool) -> dict:
+    """Every command's --param: ``NAME=VALUE`` pairs (repeated) -> ``{NAME: VALUE}``, or with ``per_metric``
+    ``METRIC.NAME=VALUE`` pairs -> ``{METRIC: {NAME: VALUE}}``. A value is read as JSON when it is JSON
+    (2000, 0.5, [10, 100]), else kept as text; the library checks the names and the values."""
+    params: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        metric, dot, name = (part.strip() for part in key.partition("."))
+        if not sep or not key.strip() or (per_metric and not (metric and dot and name)):
+            raise InputError(f"bad --param {pair!r}: write {option.metavar}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw.strip()
+        if per_metric:
+            params.setdefault(metric, {})[name] = value
+        else:
+            params[key.strip()] = value
+    return params
+
+
+def _param_option(*, per_metric: bool, help: str):
+    return click.option("--param", "params", multiple=True, metavar="METRIC.NAME=VALUE" if per_metric else "NAME=VALUE",
+                        callback=functools.partial(_parse_params, per_metric=per_metric), help=help)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,18 +179,16 @@ def metrics_group():
 
 
 @metrics_group.command("list")
-@click.option("--preset", "preset_name", default=None, help="Only the metrics of this preset (challenge, dlib, full).")
+@click.option("--preset", "preset_name", type=PRESETS, default=None, help="Only the metrics of this preset.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def metrics_list(preset_name, as_json):
     """List metrics: name, output keys (headline first, starred), presets, citation."""
-    import json as _json
-
     from harness import metrics as metrics_mod
 
     names = metrics_mod.names() if preset_name is None else list(metrics_mod.preset(preset_name))
     specs = [metrics_mod.get(n) for n in names]
     if as_json:
-        _echo(_json.dumps([{"name": s.name, "keys": list(s.keys), "headline": list(s.headline),
+        _echo(json.dumps([{"name": s.name, "keys": list(s.keys), "headline": list(s.headline),
                                  "presets": list(s.presets), "citation": s.citation,
                                  "default_params": {k: (list(v) if isinstance(v, tuple) else v)
                                                     for k, v in s.default_params.items()}} for s in specs],
@@ -136,21 +202,31 @@ def metrics_list(preset_name, as_json):
 
 # --- validate / doctor commands (issue 4) ---
 
-def _limit_options(function):
-    """One spelling in every command: --wall-seconds and --memory-mb, as the challenge file's
-    [limits] names them; --time-limit and --memory-limit stay as hidden aliases."""
+def _limit_options(command):
+    """The sandbox limits of a command, in one spelling everywhere: --wall-seconds and --memory-mb, as
+    the challenge file's [limits] names them (--time-limit and --memory-limit stay as hidden aliases),
+    handed to the command as one ``limits`` argument (a harness.sandbox.Limits)."""
+
+    @functools.wraps(command)
+    def with_limits(*args, wall_seconds, time_limit_alias, memory_mb, memory_limit_alias, **kwargs):
+        from harness.sandbox import Limits
+
+        given = {"wall_seconds": _one_of(wall_seconds, time_limit_alias, "--wall-seconds/--time-limit"),
+                 "memory_mb": _one_of(memory_mb, memory_limit_alias, "--memory-mb/--memory-limit")}
+        return command(*args, limits=Limits(**{k: v for k, v in given.items() if v is not None}), **kwargs)
+
+    seconds, megabytes = click.FloatRange(min=0, min_open=True), click.IntRange(min=256)
     options = [
-        click.option("--wall-seconds", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+        click.option("--wall-seconds", type=seconds, default=None, metavar="S",
                      help="Wall seconds the model may take to load and for each encode call.  [default: 300]"),
-        click.option("--time-limit", "time_limit_alias", type=click.FloatRange(min=0, min_open=True), default=None,
-                     hidden=True),
-        click.option("--memory-mb", type=click.IntRange(min=256), default=None, metavar="MB",
+        click.option("--time-limit", "time_limit_alias", type=seconds, default=None, hidden=True),
+        click.option("--memory-mb", type=megabytes, default=None, metavar="MB",
                      help="Address-space limit of the model process.  [default: 8192]"),
-        click.option("--memory-limit", "memory_limit_alias", type=click.IntRange(min=256), default=None, hidden=True),
+        click.option("--memory-limit", "memory_limit_alias", type=megabytes, default=None, hidden=True),
     ]
     for option in reversed(options):
-        function = option(function)
-    return function
+        with_limits = option(with_limits)
+    return with_limits
 
 
 def _one_of(value, alias, name):
@@ -159,38 +235,23 @@ def _one_of(value, alias, name):
     return value if value is not None else alias
 
 
-def _sandbox_limits(wall_seconds, memory_mb, threads):
-    from harness.sandbox import Limits
-
-    options = {"threads": threads}
-    if wall_seconds is not None:
-        options["wall_seconds"] = wall_seconds
-    if memory_mb is not None:
-        options["memory_mb"] = memory_mb
-    return Limits(**options)
-
-
 @cli.command("validate")
 @click.argument("submission", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-@click.option("--sandbox", type=click.Choice(["process", "bwrap", "docker", "none"]), default="process",
+@click.option("--sandbox", type=SANDBOXES, default="process",
               show_default=True, help="Isolation backend; 'none' runs the model in this process, UNSANDBOXED.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--device", type=DEVICES, default="cpu", show_default=True)
 @_limit_options
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
-def validate_command(submission, as_json, sandbox, device, wall_seconds, time_limit_alias, memory_mb,
-                     memory_limit_alias, threads):
+def validate_command(submission, as_json, sandbox, device, limits, threads):
     """Check SUBMISSION (folder, .zip or .tar.gz): manifest, safe unpacking, loading in the sandbox,
     probe batches of 1 and 257 images. Exit 0 when valid, 1 when not, 3 when the failure is on our
     side (infra_error), as for evaluate."""
-    import json
+    import dataclasses
 
     from harness.sandbox import validate
 
-    wall_seconds = _one_of(wall_seconds, time_limit_alias, "--wall-seconds/--time-limit")
-    memory_mb = _one_of(memory_mb, memory_limit_alias, "--memory-mb/--memory-limit")
-    report = validate(submission, backend=sandbox, device=device,
-                      limits=_sandbox_limits(wall_seconds, memory_mb, threads))
+    report = validate(submission, backend=sandbox, device=device, limits=dataclasses.replace(limits, threads=threads))
     if as_json:
         _echo(json.dumps(report, indent=2))
     else:
@@ -208,7 +269,7 @@ def validate_command(submission, as_json, sandbox, device, wall_seconds, time_li
 
 @cli.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-@click.option("--backend", "backends", multiple=True, type=click.Choice(["process", "bwrap", "docker"]),
+@click.option("--backend", "backends", multiple=True, type=SANDBOXED,
               help="Backends to probe (repeat).  [default: process, bwrap]")
 def doctor_command(as_json, backends):
     """Which sandbox layers work on this machine, and why others do not.
@@ -216,7 +277,6 @@ def doctor_command(as_json, backends):
     Starts a real sandboxed child per backend and runs hostile checks inside it, then a probe model
     of each format (onnx, torchscript, torch_export) through it. With --backend, exits 3 when a
     named backend cannot run a model of every format (0 otherwise)."""
-    import json
 
     from harness.sandbox.doctor import diagnose
 
@@ -307,41 +367,35 @@ def docker_build_command(tag, with_torch, python, no_check):
 @click.argument("submission", type=click.Path())
 @click.option("--dataset", "datasets", multiple=True, metavar="NAME|FILE",
               help="Dataset name or file; repeat for several. Default: dsprites (procedural).")
-@click.option("--preset", type=click.Choice(["challenge", "dlib", "full"]), default="challenge", show_default=True,
+@click.option("--preset", type=PRESETS, default="challenge", show_default=True,
               help="Metric suite: challenge = the 2019 leaderboard's five.")
 @click.option("--metric", "metrics", multiple=True, metavar="NAME", help="Run only these metrics (repeat).")
-@click.option("--param", "params", multiple=True, metavar="METRIC.NAME=VALUE",
-              help="Override a metric parameter, e.g. factor_vae.num_train=2000 (repeat).")
+@_param_option(per_metric=True, help="Override a metric parameter, e.g. factor_vae.num_train=2000 (repeat).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every metric (2019 used 0).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder. Default: a new <submission>-results beside the submission (in the current folder when the submission is in a git work tree).")
-@click.option("--sandbox", type=click.Choice(["process", "bwrap", "docker", "none"]), default="process",
+@click.option("--sandbox", type=SANDBOXES, default="process",
               show_default=True, help="Isolation backend; none runs the model in-process (trusted models only).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
 @_limit_options
 @click.option("--cache", type=click.Path(file_okay=False), metavar="DIR",
               help="Keep codes by (submission, dataset, index): a rerun encodes only what is new.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout; no table, no progress bars.")
-def evaluate_command(submission, datasets, preset, metrics, params, seed, out, sandbox, device, wall_seconds,
-                     time_limit_alias, memory_mb, memory_limit_alias, cache, as_json):
+def evaluate_command(submission, datasets, preset, metrics, params, seed, out, sandbox, device, limits, cache,
+                     as_json):
     """Score SUBMISSION (folder, .zip or .tar.gz) and write results.json and report.html.
 
     Exit status: 0 scored, 1 the submission failed (kind and message on stderr), 2 bad input,
     3 an infrastructure failure on our side.
     """
-    import json
-
     from harness.evaluation import evaluate, resolve_metrics
-    from harness.evaluation.evaluate import default_out_dir, limits_from, parse_params
+    from harness.evaluation.evaluate import default_out_dir
     from harness.evaluation.report import text_table
 
-    time_limit = _one_of(wall_seconds, time_limit_alias, "--wall-seconds/--time-limit")
-    memory_limit = _one_of(memory_mb, memory_limit_alias, "--memory-mb/--memory-limit")
-    metric_params = parse_params(params)
-    specs = resolve_metrics(preset, list(metrics) or None, metric_params)
+    specs = resolve_metrics(preset, list(metrics) or None, params)
     out_dir = out or default_out_dir(submission)
     results = evaluate(submission, datasets=list(datasets) or ["dsprites"], preset=preset,
-                       metrics=list(metrics) or None, metric_params=metric_params, seed=seed, out=out_dir,
-                       sandbox=sandbox, device=device, limits=limits_from(time_limit, memory_limit), cache=cache,
+                       metrics=list(metrics) or None, metric_params=params, seed=seed, out=out_dir,
+                       sandbox=sandbox, device=device, limits=limits, cache=cache,
                        progress=False if as_json else None)
     if as_json:
         _echo(json.dumps(results, indent=2))
@@ -362,19 +416,9 @@ def evaluate_command(submission, datasets, preset, metrics, params, seed, out, s
 # --- train / export commands (issue 6) ---
 
 
-def _parse_params(pairs) -> dict:
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--param expects NAME=VALUE, got {pair!r}")
-        params[key.strip()] = value.strip()
-    return params
-
-
 @cli.command("train")
-@click.option("--model", default="beta_vae", show_default=True, metavar="NAME",
-              help="beta_vae, annealed_vae, factor_vae, dip_vae_i, dip_vae_ii or beta_tcvae.")
+@click.option("--model", type=LibraryChoice("harness.baseline.losses:MODELS"), default="beta_vae", show_default=True,
+              help="A model of the beta-VAE family.")
 @click.option("--dataset", default="dsprites", show_default=True, metavar="NAME|FILE",
               help="A registered dataset or a dataset file (streamed, never loaded whole).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -383,17 +427,18 @@ def _parse_params(pairs) -> dict:
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2))
 @click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
 @click.option("--beta", type=float, default=None, help="beta of beta_vae / beta_tcvae (study default 4).")
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Override a model hyperparameter, e.g. gamma=20, c_max=25, lambda_od=10 (repeat).")
+@_param_option(per_metric=False,
+               help="Override a model hyperparameter, e.g. gamma=20, c_max=25, lambda_od=10 (repeat).")
 @click.option("--latent-dim", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--init", "weight_init", type=click.Choice(["glorot", "torch"]), default="glorot", show_default=True,
+@click.option("--init", "weight_init", type=LibraryChoice("harness.baseline.models:WEIGHT_INITS"), default="glorot",
+              show_default=True,
               help="Layer init: glorot (disentanglement_lib's) or torch (PyTorch's default).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds data order, init and sampling noise.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's choice).")
 @click.option("--checkpoint-every", default=1000, show_default=True, type=click.IntRange(min=1))
-@click.option("--format", "export_format", type=click.Choice(["onnx", "torchscript", "torch_export", "none"]),
-              default="onnx", show_default=True, help="Submission format exported at the end.")
+@click.option("--format", "export_format", type=LibraryChoice("harness.baseline.export:FORMATS", "none"),
+              default="onnx", show_default=True, help="Submission format exported at the end (none: no export).")
 @click.option("--with-logvar", is_flag=True, help="Export (mean, logvar) instead of the mean only.")
 @click.option("--name", default=None, help="Submission name (default MODEL-DATASET).")
 @click.option("--no-resume", is_flag=True, help="Start over even if --out holds a checkpoint.")
@@ -406,7 +451,7 @@ def train_command(model, dataset, out, steps, batch_size, lr, beta, params, late
     """
     from harness.baseline.training import CHECKPOINT_NAME, train
 
-    overrides = _parse_params(params)
+    overrides = dict(params)
     if beta is not None:
         overrides["beta"] = beta
     try:
@@ -427,8 +472,8 @@ def train_command(model, dataset, out, steps, batch_size, lr, beta, params, late
 @cli.command("export")
 @click.argument("source", metavar="CHECKPOINT|MODULE:CALLABLE")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Submission folder to write.")
-@click.option("--format", "export_format", type=click.Choice(["onnx", "torchscript", "torch_export"]),
-              default="onnx", show_default=True)
+@click.option("--format", "export_format", type=LibraryChoice("harness.baseline.export:FORMATS"), default="onnx",
+              show_default=True)
 @click.option("--with-logvar", is_flag=True, help="Export (mean, logvar); the encoder must return both.")
 @click.option("--name", default=None, help="Submission name.")
 @click.option("--input-shape", default=None, metavar="C,H,W",
@@ -481,7 +526,7 @@ def export_command(source, out, export_format, with_logvar, name, input_shape, w
 @click.option("--workers", default=1, show_default=True, type=int, help="Local worker processes.")
 @click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786): one task per job.")
 @click.option("--regrade", multiple=True, metavar="NAME", help="Grade this submission again even if unchanged.")
-@click.option("--sandbox", type=click.Choice(["process", "bwrap", "docker"]), default=None,
+@click.option("--sandbox", type=SANDBOXED, default=None,
               help="Override the challenge's [sandbox] backend (docker: one container per job).")
 @click.option("--job-fn", default=None, hidden=True, help="module:function running one job (tests).")
 def grade_command(submissions, challenge_path, db, workers, scheduler, regrade, sandbox, job_fn):
@@ -511,8 +556,8 @@ def status_command(db):
 
 @cli.command("leaderboard")
 @click.option("--db", required=True, type=click.Path(), help="SQLite grading store.")
-@click.option("--split", type=click.Choice(["public", "private"]), default="public", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "md", "html"]), default="table",
+@click.option("--split", type=LibraryChoice("harness.grading.challenge:SPLITS"), default="public", show_default=True)
+@click.option("--format", "fmt", type=LibraryChoice("harness.grading.leaderboard:FORMATS"), default="table",
               show_default=True)
 @click.option("--out", type=click.Path(), default=None, help="Write to this file instead of stdout.")
 @click.option("--hide-failures", is_flag=True, help="Leave failed entries off the board (harness status lists them).")

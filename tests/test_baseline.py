@@ -155,6 +155,7 @@ with tempfile.TemporaryDirectory() as tmp:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
 def test_training_steps_reuse_freed_memory_instead_of_page_faulting():
     def faults_per_step(mode):
@@ -280,7 +281,7 @@ def test_export_refuses_an_encoder_whose_trace_bakes_in_the_batch(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--model", "vq_vae", "--out", "x"], "unknown model 'vq_vae'"),
+    (["train", "--model", "vq_vae", "--out", "x"], "'vq_vae' is not one of 'beta_vae'"),
     (["train", "--model", "factor_vae", "--beta", "4", "--out", "x"], "has no parameter 'beta'"),
     (["train", "--param", "gamma", "--out", "x"], "NAME=VALUE"),
     (["train", "--dataset", "no_such_dataset", "--out", "x"], "no_such_dataset"),
