@@ -454,6 +454,25 @@ def test_dci_lasso_is_the_papers_linear_estimator():
     assert rotated["disentanglement"] < 0.7
 
 
+def test_dci_es_explicitness_of_known_curves_and_codes():
+    from harness.metrics.dci_es import explicitness_from_curve
+
+    caps = [1, 2, 3, 4, 5]
+    assert explicitness_from_curve(caps, [0, 0, 0, 0, 0], 1.0) == 1.0  # the smallest probe is perfect
+    assert explicitness_from_curve(caps, [1, 1, 1, 1, 1], 1.0) == 0.0  # no probe beats the baseline
+    assert explicitness_from_curve(caps, [1, 0.75, 0.5, 0.25, 0], 1.0) == pytest.approx(0.5)
+    assert explicitness_from_curve(caps, [0.5, 0.9, 0.5, 0.5, 0.5], 1.0) == pytest.approx(0.5)  # made monotone
+    assert np.isnan(explicitness_from_curve(caps, [0, 0, 0, 0, 0], 0.0))
+    scores = {kind: metrics.dci_es(*split(kind, n_train=2000, n_test=1000), n_bootstrap=0)["explicitness"]
+              for kind in ("identity", "rotated", "random")}
+    assert scores["identity"] > 0.9 > scores["rotated"] > 0.5 > 0.05 > scores["random"]
+    out = metrics.dci_es(*split("identity"), n_bootstrap=10)
+    assert out["size"] == min(1.0, len(SIZES) / split("identity")[0].shape[1])
+    assert out["explicitness_ci95"][0] <= out["explicitness"] <= out["explicitness_ci95"][1]
+    with pytest.raises(ValueError, match="capacities"):
+        metrics.dci_es(*split("identity"), capacities=[3, 2])
+
+
 def test_stochastic_dataset_request_renders_the_same_in_chunks():
     dataset = datasets.load("noisy_dsprites")
     request = metrics.get("mig").sample(dataset, seed=0, num_train=24)

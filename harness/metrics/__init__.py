@@ -5,6 +5,7 @@ Pure numpy/scipy/scikit-learn/LightGBM: no torch, sandbox or CLI imports.
 """
 
 from harness.metrics.dci import dci
+from harness.metrics.dci_es import dci_es
 from harness.metrics.downstream import downstream
 from harness.metrics.infomec import infomec
 from harness.metrics.intervention import beta_vae, factor_vae, z_max_var
@@ -20,7 +21,7 @@ from harness.metrics.sap import sap
 from harness.metrics.unsupervised import unsupervised
 
 __all__ = [
-    "MetricSpec", "ObservationRequest", "PRESETS", "beta_vae", "dci", "dcimig", "downstream", "encode_request",
+    "MetricSpec", "ObservationRequest", "PRESETS", "beta_vae", "dci", "dci_es", "dcimig", "downstream", "encode_request",
     "factor_vae", "get", "infomec", "irs", "jemmig", "mcc", "med", "mig", "mig_sup", "modularity_explicitness", "names",
     "preset", "presets", "regression_informativeness", "sap", "unsupervised", "z_max_var",
 ]

@@ -20,6 +20,7 @@ from harness.metrics import intervention as _intervention
 from harness.metrics.dci import DEFAULT_ESTIMATOR as _DCI_DEFAULT_ESTIMATOR
 from harness.metrics.dci import ESTIMATORS as _DCI_ESTIMATORS
 from harness.metrics.dci import dci as _dci
+from harness.metrics.dci_es import dci_es as _dci_es
 from harness.metrics.downstream import ESTIMATORS as _DOWNSTREAM_ESTIMATORS
 from harness.metrics.downstream import PREDICTORS as _DOWNSTREAM_PREDICTORS
 from harness.metrics.downstream import downstream as _downstream
@@ -117,7 +118,7 @@ PARAM_CONSTRAINTS = {
     "n_bootstrap": Interval(int, 0), "n_jobs": NJobs(), "prune_threshold": Interval(float, 0),
     "diff_quantile": Interval(float, 0, 1, open_low=True), "continuous_factors": Options((False, True)),
     "discrete_latents": Options((False, True)), "top_k": Interval(int, 1),
-    "train_sizes": Sizes(), "categorical_factors": Names(),
+    "train_sizes": Sizes(), "capacities": Sizes(), "categorical_factors": Names(),
 }
 
 
@@ -387,6 +388,12 @@ _array_metric(
     citation="Eastwood and Williams, 2018. A Framework for the Quantitative Evaluation of Disentangled "
              "Representations. ICLR.",
     overrides=_PARALLEL, preset_params={"dlib": {"estimator": "gbt"}}, choices={"estimator": Options(_DCI_ESTIMATORS)})
+_array_metric(
+    "dci_es", _score_train_test(_dci_es), values=("explicitness", "size"), intervals=("explicitness",),
+    extras=("explicitness_per_factor",), headline=("explicitness",), presets=("full",),
+    citation="Eastwood, Nicolicioiu, von Kuegelgen, Kekic, Traeuble, Dittadi and Schoelkopf, 2023. DCI-ES: An "
+             "Extended Disentanglement Framework with Connections to Identifiability. ICLR.",
+    overrides=_PARALLEL)
 _array_metric(
     "sap", _score_train_test(_sap), values=("sap_score",), intervals=("sap_score",), headline=("sap_score",),
     presets=("challenge", "dlib", "full"),
