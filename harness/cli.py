@@ -10,6 +10,7 @@ import contextlib
 import functools
 import importlib
 import json
+import logging
 import sys
 
 import click
@@ -102,6 +103,19 @@ def _param_option(*, per_metric: bool, help: str):
 @click.version_option(__version__, prog_name="harness")
 def cli():
     """Grade learned representations for disentanglement (NeurIPS 2019 challenge metrics)."""
+    _quiet_third_party()
+
+
+def _quiet_third_party():
+    """Drop what third-party libraries say that tells the user nothing, each message by name (adding
+    the same filter twice is a no-op)."""
+    logging.getLogger("torch.onnx._internal.exporter._registration").addFilter(_not_torchvision_missing)
+
+
+def _not_torchvision_missing(record: logging.LogRecord) -> bool:
+    """torch's ONNX exporter logs a warning for every torchvision op it skips when torchvision is not
+    installed; no encoder here needs torchvision."""
+    return not record.getMessage().startswith("torchvision is not installed")
 
 
 def main():
@@ -416,6 +430,16 @@ def evaluate_command(submission, datasets, preset, metrics, params, seed, out, s
 # --- train / export commands (issue 6) ---
 
 
+def _progress_lines(total: int, initial: int, desc: str):
+    """Training progress off a terminal (a pipe, a CI log, a batch job): a plain line every ~10 s, as
+    evaluate prints, instead of a bar redrawn with carriage returns."""
+    from harness.evaluation.evaluate import LineProgress
+
+    lines = LineProgress(total, desc, "steps")
+    lines.n = initial  # a resumed run counts on from its checkpoint
+    return lines
+
+
 @cli.command("train")
 @click.option("--model", type=LibraryChoice("harness.baseline.losses:MODELS"), default="beta_vae", show_default=True,
               help="A model of the beta-VAE family.")
@@ -442,7 +466,7 @@ def evaluate_command(submission, datasets, preset, metrics, params, seed, out, s
 @click.option("--with-logvar", is_flag=True, help="Export (mean, logvar) instead of the mean only.")
 @click.option("--name", default=None, help="Submission name (default MODEL-DATASET).")
 @click.option("--no-resume", is_flag=True, help="Start over even if --out holds a checkpoint.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (nor, off a terminal, progress lines).")
 def train_command(model, dataset, out, steps, batch_size, lr, beta, params, latent_dim, weight_init, seed, device, threads,
                   checkpoint_every, export_format, with_logvar, name, no_resume, no_progress):
     """Train a reference beta-VAE-family model and export it as a submission.
@@ -457,7 +481,8 @@ def train_command(model, dataset, out, steps, batch_size, lr, beta, params, late
     try:
         result = train(model, dataset, out=out, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                        latent_dim=latent_dim, weight_init=weight_init, params=overrides, device=device, threads=threads,
-                       checkpoint_every=checkpoint_every, resume=not no_resume, progress=not no_progress,
+                       checkpoint_every=checkpoint_every, resume=not no_resume,
+                       progress=False if no_progress else True if sys.stderr.isatty() else _progress_lines,
                        export_format=None if export_format == "none" else export_format,
                        with_logvar=with_logvar, name=name)
     except KeyboardInterrupt:

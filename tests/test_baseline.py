@@ -191,6 +191,19 @@ def test_interrupt_checkpoints_and_the_same_command_resumes(tmp_path):
     assert list(read_log(out / "train_log.csv")["step"])[-1] == stopped_at + 5
 
 
+def test_train_into_a_pipe_prints_plain_lines_and_no_third_party_chatter(tmp_path):
+    """Off a terminal (a CI log, `| tee`) there is no bar redrawn with carriage returns, and nothing a
+    library says that tells the user nothing (torch's ONNX exporter: 'torchvision is not installed')."""
+    cmd = [sys.executable, "-m", "harness", "train", "--dataset", "dummy", "--steps", "20", "--batch-size", "8",
+           "--threads", "1", "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout + done.stderr
+    assert done.stderr == "", done.stderr  # the run is shorter than a progress line's 10 s; the export says nothing
+    assert "trained beta_vae on dummy to step 20" in done.stdout and (tmp_path / "run" / "encoder.onnx").exists()
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "torch_export"])
 def test_export_round_trips_and_validates(trained, tmp_path, fmt):
     result = export_checkpoint(trained.checkpoint, tmp_path / fmt, format=fmt, with_logvar=fmt == "torchscript")

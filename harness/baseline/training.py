@@ -17,6 +17,7 @@ import platform
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -136,7 +137,7 @@ class _Run:
 def train(model: str = "beta_vae", dataset: str = "dsprites", *, out, steps: int = 10000, batch_size: int = 64,
           lr: float = 1e-4, seed: int = 0, latent_dim: int = 10, weight_init: str = "glorot", params: dict | None = None,
           dataset_options: dict | None = None, device: str = "auto", threads: int | None = None,
-          checkpoint_every: int = 1000, log_every: int = 50, resume: bool = True, progress: bool = True,
+          checkpoint_every: int = 1000, log_every: int = 50, resume: bool = True, progress: bool | Callable = True,
           export_format: str | None = "onnx", with_logvar: bool = False, name: str | None = None) -> TrainResult:
     """Train one model of the beta-VAE family and export its encoder as a submission in ``out``.
 
@@ -153,6 +154,8 @@ def train(model: str = "beta_vae", dataset: str = "dsprites", *, out, steps: int
     threads : ``torch.set_num_threads`` for the run (None leaves torch's default).
     resume : continue from ``out/checkpoint.safetensors`` when it exists (its config must match).
     export_format : ``onnx``, ``torchscript``, ``torch_export`` or None (no export).
+    progress : True: a tqdm bar on stderr; False: none; or a callable ``(total, initial, desc)`` returning an
+        object with tqdm's ``update``, ``set_postfix_str`` and ``close`` (the CLI's plain lines off a terminal).
 
     On KeyboardInterrupt the current state is checkpointed before the exception propagates.
     """
@@ -201,15 +204,21 @@ def train(model: str = "beta_vae", dataset: str = "dsprites", *, out, steps: int
                        run.train_seconds, run.cpu_seconds, last_terms)
 
 
-def _loop(run: _Run, config: TrainConfig, data, device, checkpoint_path: Path, log_path: Path, progress: bool) -> dict:
+def _progress_bar(progress, total: int, initial: int, desc: str):
+    if callable(progress):
+        return progress(total, initial, desc)
     from tqdm.auto import tqdm
 
+    return tqdm(total=total, initial=initial, disable=not progress, desc=desc, unit="step", dynamic_ncols=True)
+
+
+def _loop(run: _Run, config: TrainConfig, data, device, checkpoint_path: Path, log_path: Path,
+          progress: bool | Callable) -> dict:
     dataset_size = max(2, int(data.num_observations))
     batches = iter(loader(run.stream))
     window: dict[str, list[float]] = {}
     last_terms: dict = {}
-    bar = tqdm(total=config.steps, initial=run.step, disable=not progress, desc=config.model, unit="step",
-               dynamic_ncols=True)
+    bar = _progress_bar(progress, config.steps, run.step, config.model)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     previous_sigterm = _sigterm_as_interrupt()
     try:
@@ -225,7 +234,7 @@ def _loop(run: _Run, config: TrainConfig, data, device, checkpoint_path: Path, l
                 last_terms = {k: float(np.mean(v)) for k, v in window.items()}
                 _append_log(log_path, run.step, time.perf_counter() - wall0 + run.train_seconds, last_terms)
                 window.clear()
-                bar.set_postfix({k: f"{v:.4g}" for k, v in last_terms.items()}, refresh=False)
+                bar.set_postfix_str(", ".join(f"{k}={v:.4g}" for k, v in last_terms.items()))
             bar.update(1)
             if run.step % config.checkpoint_every == 0 or run.step == config.steps:
                 run.train_seconds += time.perf_counter() - wall0
