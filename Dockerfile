@@ -3,7 +3,7 @@
 #
 #   docker build -t harness-grader:latest .
 #
-# Run the grader on the host (recommended: `pip install 'harness[docker]'`, then
+# Run the grader on the host (recommended: `pip install 'disentanglement-harness[docker]'`, then
 # `harness grade ... --sandbox docker`), or inside this image with the engine's socket, and the
 # sandbox folders on a path that is the same inside and on the host (the engine binds host paths):
 #
