@@ -473,6 +473,33 @@ def test_dci_es_explicitness_of_known_curves_and_codes():
         metrics.dci_es(*split("identity"), capacities=[3, 2])
 
 
+def test_flatness_traverses_each_factor_with_the_others_fixed():
+    dataset = datasets.load("dummy")
+    request = metrics.get("flatness").sample(dataset, seed=0, repeats=5)
+    factors = dataset.index_to_factors(request.indices)
+    start = 0
+    for f, size in enumerate(dataset.factor_sizes):
+        block = factors[start:start + 5 * size].reshape(5, size, -1)
+        assert (block[:, :, f] == np.arange(size)).all()
+        others = np.delete(block, f, axis=2)
+        assert (others == others[:, :1]).all()
+        start += 5 * size
+    assert start == len(request.indices)
+
+
+def test_flatness_of_straight_bent_and_frozen_codes():
+    dataset = datasets.load("dummy")
+    def bands(images):  # one linear code per factor: every traversal a straight line of equal steps
+        return dummy_encoder(images)[:, :3]
+
+    straight = metrics.flatness(dataset, bands, seed=0, repeats=8, n_bootstrap=10)
+    assert straight["flatness"] == pytest.approx(1.0) and straight["flatness_ci95"][0] <= straight["flatness"]
+    bent = metrics.flatness(dataset, lambda x: np.sin(12 * bands(x)), seed=0, repeats=8, n_bootstrap=0)
+    assert bent["flatness_l2"] < 0.6
+    frozen = metrics.flatness(dataset, lambda x: np.zeros((len(x), 3)), seed=0, repeats=8, n_bootstrap=0)
+    assert frozen["flatness"] == 0.0
+
+
 def test_stochastic_dataset_request_renders_the_same_in_chunks():
     dataset = datasets.load("noisy_dsprites")
     request = metrics.get("mig").sample(dataset, seed=0, num_train=24)

@@ -256,3 +256,24 @@ def test_med_matches_its_authors_code(kind, top_k):
     out = metrics.med(codes[:1500], factors, codes[1500:], factors_test, top_k=top_k, n_bootstrap=0, n_jobs=1)
     for key, value in MED_REFERENCE[kind, top_k].items():
         assert out[key] == pytest.approx(value, abs=1e-9), key
+
+
+# Flatness against disent 0.8.0's metric_flatness (disent/metrics/_flatness.py, loaded alone with its
+# dataset handing out these traversals), run once.
+FLATNESS_REFERENCE = {"flatness": 0.42959626406680895, "flatness_l1": 0.5640472234420532,
+                      "flatness_l2": 0.5482061440135348}
+
+
+def test_flatness_matches_disent():
+    from harness.metrics.flatness import flatness_from_traversals
+
+    rng = np.random.default_rng(7)
+    traversals = []
+    for size in [3, 6, 1, 40, 2]:  # a factor of one value is left out, as disent does
+        t = np.linspace(0, 2 * np.pi, size)
+        curve = np.stack([np.cos(t), np.sin(t), 0.3 * t, np.zeros(size), np.zeros(size)], axis=1)
+        traversals.append(curve[None] + 0.05 * rng.normal(size=(32, size, 5)))
+    out = flatness_from_traversals(traversals, n_bootstrap=0)
+    for key, value in FLATNESS_REFERENCE.items():
+        assert out[key] == pytest.approx(value, abs=1e-6), key
+    assert out["flatness_per_factor"][2] is None

@@ -7,6 +7,7 @@ Pure numpy/scipy/scikit-learn/LightGBM: no torch, sandbox or CLI imports.
 from harness.metrics.dci import dci
 from harness.metrics.dci_es import dci_es
 from harness.metrics.downstream import downstream
+from harness.metrics.flatness import flatness
 from harness.metrics.infomec import infomec
 from harness.metrics.intervention import beta_vae, factor_vae, z_max_var
 from harness.metrics.irs import irs
@@ -22,6 +23,6 @@ from harness.metrics.unsupervised import unsupervised
 
 __all__ = [
     "MetricSpec", "ObservationRequest", "PRESETS", "beta_vae", "dci", "dci_es", "dcimig", "downstream", "encode_request",
-    "factor_vae", "get", "infomec", "irs", "jemmig", "mcc", "med", "mig", "mig_sup", "modularity_explicitness", "names",
+    "factor_vae", "flatness", "get", "infomec", "irs", "jemmig", "mcc", "med", "mig", "mig_sup", "modularity_explicitness", "names",
     "preset", "presets", "regression_informativeness", "sap", "unsupervised", "z_max_var",
 ]

@@ -24,6 +24,8 @@ from harness.metrics.dci_es import dci_es as _dci_es
 from harness.metrics.downstream import ESTIMATORS as _DOWNSTREAM_ESTIMATORS
 from harness.metrics.downstream import PREDICTORS as _DOWNSTREAM_PREDICTORS
 from harness.metrics.downstream import downstream as _downstream
+from harness.metrics.flatness import sample_flatness as _sample_flatness
+from harness.metrics.flatness import score_flatness as _score_flatness
 from harness.metrics.infomec import infomec as _infomec
 from harness.metrics.irs import irs as _irs
 from harness.metrics.mcc import CORRELATIONS as _MCC_CORRELATIONS
@@ -118,7 +120,7 @@ PARAM_CONSTRAINTS = {
     "n_bootstrap": Interval(int, 0), "n_jobs": NJobs(), "prune_threshold": Interval(float, 0),
     "diff_quantile": Interval(float, 0, 1, open_low=True), "continuous_factors": Options((False, True)),
     "discrete_latents": Options((False, True)), "top_k": Interval(int, 1),
-    "train_sizes": Sizes(), "capacities": Sizes(), "categorical_factors": Names(),
+    "train_sizes": Sizes(), "capacities": Sizes(), "repeats": Interval(int, 1), "categorical_factors": Names(),
 }
 
 
@@ -516,3 +518,9 @@ register(MetricSpec(
              "Representations. ICLR (informativeness as prediction error).",
     overrides=_PARALLEL, choices={"predictor": Options(_REGRESSION_PREDICTORS)},
     sample_fn=_sample_regression, score_fn=_score_regression))
+register(MetricSpec(
+    name="flatness", values=("flatness", "flatness_l1", "flatness_l2"), intervals=("flatness",),
+    extras=("flatness_per_factor",), headline=("flatness",), presets=("full",),
+    citation="Michlo, 2021. The flatness metric of disent (github.com/nmichlo/disent), from "
+             "github.com/nmichlo/msc-research.",
+    sample_fn=_sample_flatness, score_fn=_score_flatness))
