@@ -95,8 +95,9 @@ def _parse_params(ctx, option, pairs, *, per_metric: bool) -> dict:
 
 
 def _param_option(*, per_metric: bool, help: str):
-    return click.option("--param", "params", multiple=True, metavar="METRIC.NAME=VALUE" if per_metric else "NAME=VALUE",
-                        callback=functools.partial(_parse_params, per_metric=per_metric), help=help)
+    metavar = "METRIC.NAME=VALUE" if per_metric else "NAME=VALUE"
+    return click.option("--param", "params", multiple=True, metavar=metavar, help=help,
+                        callback=functools.partial(_parse_params, per_metric=per_metric))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
