@@ -341,15 +341,34 @@ def _evaluate_dataset(submission, dataset, *, preset, metrics, metric_params, se
             stack.callback(sub.close)  # an unpacked archive's temporary folder
         session = stack.enter_context(open_session(sub, sandbox=sandbox, device=device, limits=limits))
         dcache = DatasetCache(cache, sub.sha256, ds) if cache else None
-        return run_dataset(ds, specs, session.encode, seed=seed, preset=preset, cache=dcache, code_dim=sub.latent_dim,
-                           progress=_auto_progress(progress), notes=getattr(session, "notes", []),
-                           with_diagnostics=with_diagnostics)
+        entry, arrays = run_dataset(ds, specs, session.encode, seed=seed, preset=preset, cache=dcache,
+                                    code_dim=sub.latent_dim, progress=_auto_progress(progress),
+                                    notes=getattr(session, "notes", []), with_diagnostics=with_diagnostics)
+        _note_fixed_batch(entry, session)
+        return entry, arrays
+
+
+def _note_fixed_batch(entry: dict, session) -> None:
+    """A fixed-batch model is fed one batch of its size per call: say how fast that went."""
+    fixed = getattr(session, "fixed_batch", None)
+    t = entry["timing"]
+    if not fixed or not t.get("images_encoded"):
+        return
+    n, seconds = t["images_encoded"], t["encode_s"]
+    rate = f"{n / seconds:,.0f} images/s" if seconds > 0 else "too fast to time"
+    limits = getattr(session, "limits", None)
+    per_call = getattr(limits, "batch_size", 1024)
+    entry["notes"].append(f"fixed batch size {fixed}: {n:,} images encoded in {seconds:.1f} s ({rate}) in "
+                          f"{-(-n // fixed):,} model calls of {fixed}; with a dynamic batch axis the harness "
+                          f"feeds {per_call:,} images per call")
 
 
 # -- the whole evaluation -----------------------------------------------------------------------
 
 def _submission_info(sub) -> dict:
-    return {"name": sub.name, "format": sub.format, "sha256": sub.sha256}
+    return {"name": sub.name, "format": sub.format, "sha256": sub.sha256,
+            "input_range": getattr(sub, "input_range", [0, 1]), "input_layout": getattr(sub, "input_layout", "NCHW"),
+            "fixed_batch": None}
 
 
 def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "challenge", metrics=None,
@@ -398,6 +417,7 @@ def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "c
             results["submission"] = _submission_info(sub)
             session = stack.enter_context(open_session(sub, sandbox=sandbox, device=device, limits=limits))
             layers = list(getattr(session, "layers", []) or [])
+            results["submission"]["fixed_batch"] = getattr(session, "fixed_batch", None)
             used_device = (getattr(session, "info", None) or {}).get("device") or device  # "auto" resolved
             from harness.evaluation.cache import DatasetCache
 
@@ -410,6 +430,7 @@ def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "c
                                             progress=progress)
                 # notes raised while encoding this dataset (e.g. channel tiling) belong to it alone
                 entry["notes"] = session_notes + list(getattr(session, "notes", []))[seen:] + entry["notes"]
+                _note_fixed_batch(entry, session)
                 results["evaluations"].append(entry)
                 report_arrays.append(arrays)
     except SubmissionFailure as failure:

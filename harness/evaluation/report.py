@@ -295,6 +295,30 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
     return "".join(parts)
 
 
+def _input_line(sub: dict, evaluations: list) -> str:
+    """One line: the input convention the model was fed, and a fixed batch size with its throughput."""
+    from harness.submission.manifest import range_label
+
+    value, layout, fixed = sub.get("input_range"), sub.get("input_layout"), sub.get("fixed_batch")
+    if value is None and layout is None and not fixed:
+        return ""
+    bits = []
+    if value is not None:
+        try:
+            bits.append(f"values {html.escape(range_label(value))}")
+        except (KeyError, TypeError, ValueError, IndexError):
+            bits.append("values as declared")
+    if layout:
+        bits.append(f"{html.escape(str(layout))} batches")
+    if fixed:
+        n = sum(e["timing"].get("images_encoded", 0) for e in evaluations)
+        s = sum(e["timing"].get("encode_s", 0) for e in evaluations)
+        rate = f", {n / s:,.0f} images/s" if n and s > 0 else ""
+        bits.append(f"fixed batch size {int(fixed)}: fed {int(fixed)} image(s) per model call{rate} "
+                    "(a dynamic batch axis lets the harness feed 1,024 per call)")
+    return f'<p class="sub">model input: {" &middot; ".join(bits)}</p>'
+
+
 def render_report(results: dict, diagnostics: list | None = None, *, headline: dict | None = None) -> str:
     """The report as an HTML string. ``diagnostics[i]`` holds the arrays for ``results['evaluations'][i]``."""
     results = to_jsonable(results)
@@ -309,6 +333,9 @@ def render_report(results: dict, diagnostics: list | None = None, *, headline: d
              f"<code>{html.escape(str(sub.get('format')))}</code> &middot; sha256 "
              f"<code>{html.escape((sub.get('sha256') or 'n/a')[:16])}</code> &middot; generated "
              f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p>"]
+    line = _input_line(sub, results["evaluations"])
+    if line:
+        parts.append(line)
     if results.get("failure"):
         f = results["failure"]
         detail = f"<pre>{html.escape(f['detail'])}</pre>" if f.get("detail") else ""

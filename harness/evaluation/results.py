@@ -61,7 +61,9 @@ def new_results(submission_info: dict | None = None) -> dict:
         "schema": SCHEMA,
         "status": "ok",
         "failure": None,
-        "submission": {"name": info.get("name"), "format": info.get("format"), "sha256": info.get("sha256")},
+        "submission": {"name": info.get("name"), "format": info.get("format"), "sha256": info.get("sha256"),
+                       "input_range": info.get("input_range"), "input_layout": info.get("input_layout"),
+                       "fixed_batch": info.get("fixed_batch")},
         "evaluations": [],
         "environment": environment(device=None, sandbox_layers=[]),
     }

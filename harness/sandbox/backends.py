@@ -240,6 +240,8 @@ def launcher_config(sd: SandboxDir, *, layers: dict, limits, device: str, submis
             "num_outputs": len(submission.outputs),
             "latent_dim": submission.latent_dim,
             "input_shape": list(submission.input_shape),
+            "input_range": submission.input_range,
+            "input_layout": submission.input_layout,
         })
     return cfg
 

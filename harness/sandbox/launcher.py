@@ -136,7 +136,8 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
         forward, info = loaders.load_model(fmt=cfg["format"], path=cfg["model_path"], root=cfg["model_root"],
                                            threads=cfg["threads"], device=cfg["device"],
                                            num_outputs=cfg["num_outputs"],
-                                           input_shape=tuple(cfg["input_shape"]))
+                                           input_shape=tuple(cfg["input_shape"]),
+                                           layout=cfg.get("input_layout", "NCHW"))
     except SubmissionFailure as exc:
         protocol.send(chan_out, _failure_header(exc.kind, exc.message, exc.detail))
         return
@@ -150,6 +151,8 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
     import numpy as np
 
     channels = cfg["input_shape"][0]
+    layout = cfg.get("input_layout", "NCHW")
+    declared = loaders.check_range(cfg.get("input_range", [0, 1]), channels)
     while True:
         try:
             header, payload = protocol.recv(chan_in)
@@ -157,9 +160,12 @@ def serve(cfg: dict, chan_in: int, chan_out: int) -> None:
             return
         if header.get("op") != "encode":
             return
+        # "range": the parent's own probe of another convention (harness validate), never the model's
+        input_range = declared if header.get("range") is None else loaders.check_range(header["range"], channels)
         try:
             images = np.frombuffer(payload, dtype=np.dtype(header["dtype"])).reshape(header["shape"])
-            outputs = forward(loaders.prepare_batch(images, channels=channels))
+            outputs = forward(loaders.prepare_batch(images, channels=channels, layout=layout,
+                                                    input_range=input_range))
         except SubmissionFailure as exc:
             protocol.send(chan_out, _failure_header(exc.kind, exc.message, exc.detail))
             return

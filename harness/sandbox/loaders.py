@@ -1,8 +1,10 @@
 """Model loaders: they run inside the sandboxed child (or in-process with ``backend="none"``).
 
-Each loader returns ``(forward, info)``: ``forward(x)`` takes float32 NCHW in [0, 1] and returns
-the model's outputs as a list of numpy arrays (unchecked: the parent checks shape, dtype and
-finiteness); ``info`` holds the runtime, its version, the device used and notes.
+Each loader returns ``(forward, info)``: ``forward(x)`` takes float32 in the model's declared layout
+(NCHW or NHWC) and range (:func:`prepare_batch`) and returns the model's outputs as a list of numpy
+arrays (unchecked: the parent checks shape, dtype and finiteness); ``info`` holds the runtime, its
+version, the device used, notes and ``batch``, the batch sizes the model accepts (a fixed-batch
+model is fed in chunks of its size by :func:`in_batches`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ ONNX_ALLOWED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 ONNX_RESERVED_DOMAIN_PREFIXES = ("ai.onnx", "com.microsoft", "com.ms.", "org.pytorch")
 MAX_ONNX_SUBGRAPH_DEPTH = 64
 MAX_ONNX_NODES = 100_000
+#: The largest fixed batch size a model may have (it is fed chunks of exactly that many images).
+MAX_FIXED_BATCH = 4096
 
 
 # What each format's loader imports: the launcher imports it before the model has control, so a
@@ -136,9 +140,11 @@ def _check_onnx_domains(model) -> None:
                     "own functions) are allowed: export without custom or contrib ops")
 
 
-def check_onnx_model(path: str, root: str, channels: int, height: int, width: int) -> None:
-    """Refuse unknown op domains, local functions in runtime-owned domains and external data outside
-    the submission, before onnxruntime runs."""
+def check_onnx_model(path: str, root: str, channels: int, height: int, width: int,
+                     layout: str = "NCHW") -> int | None:
+    """Refuse unknown op domains, local functions in runtime-owned domains, external data outside
+    the submission and an input that disagrees with the manifest, before onnxruntime runs. Returns
+    the model's fixed batch size, or None when its batch axis is dynamic."""
     import onnx
     from onnx import external_data_helper
 
@@ -165,23 +171,54 @@ def check_onnx_model(path: str, root: str, channels: int, height: int, width: in
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if len(inputs) != 1:
         raise _fail("invalid_submission", f"the ONNX model has {len(inputs)} inputs; it must take exactly "
-                    "one image batch (float32 NCHW)")
+                    f"one image batch (float32 {layout})")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 4:
         raise _fail("invalid_submission", f"the ONNX model's input has {len(dims)} dimensions; it must be "
-                    "NCHW (4 dimensions)")
-    if dims[0] is not None:
-        raise _fail("invalid_submission", f"the ONNX model's input has a fixed batch size of {dims[0]}; "
-                    "export with a dynamic batch axis (dynamic_axes / dynamic_shapes)")
-    for got, want, what in zip(dims[1:], (channels, height, width), ("channels", "height", "width")):
-        if got is not None and got != want:
-            raise _fail("invalid_submission", f"the ONNX model's input has {what}={got} but "
-                        f"submission.json declares {want}")
+                    f"{layout} (4 dimensions)")
+    layout_problem = input_dims_problem(dims[1:], (channels, height, width), layout, what="the ONNX model's input")
+    if layout_problem:
+        raise _fail("invalid_submission", layout_problem)
+    if dims[0] is None:
+        return None
+    name = inputs[0].name if is_identifier(inputs[0].name) and len(inputs[0].name) <= 40 else "input"
+    if not 1 <= dims[0] <= MAX_FIXED_BATCH:
+        raise _fail("invalid_submission", f"the ONNX model's input has a fixed batch size of {dims[0]}"
+                    f"{' (more than the harness feeds at once)' if dims[0] else ''}; export with a dynamic batch "
+                    f"axis: {onnx_export_hint(name)}")
+    return dims[0]
+
+
+def onnx_export_hint(name: str = "input") -> str:
+    return (f'torch.onnx.export(model, (x,), "encoder.onnx", input_names=["{name}"], '
+            f'dynamic_axes={{"{name}": {{0: "batch"}}}})')
+
+
+PT2_EXPORT_HINT = ('torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}}) '
+                   "(the key is forward's argument name)")
+
+
+def input_dims_problem(dims, declared, layout: str, *, what: str) -> str | None:
+    """Why the model's non-batch input dims (``None``: dynamic) disagree with the declared
+    ``(channels, height, width)`` in ``layout``, saying so when they fit the other layout."""
+    channels, height, width = declared
+    orders = {"NCHW": (channels, height, width), "NHWC": (height, width, channels)}
+    fits = lambda want: all(g is None or g == w for g, w in zip(dims, want))  # noqa: E731
+    if fits(orders[layout]):
+        return None
+    shown_dims = "[N, " + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+    other = "NHWC" if layout == "NCHW" else "NCHW"
+    if fits(orders[other]):
+        return (f"{what} looks {other} ({shown_dims}) but submission.json declares {layout}: declare "
+                f'"layout": "{other}" in submission.json\'s input')
+    names = ("channels", "height", "width") if layout == "NCHW" else ("height", "width", "channels")
+    got, want, field = next((g, w, n) for g, w, n in zip(dims, orders[layout], names) if g is not None and g != w)
+    return (f"{what} has {field}={got} ({shown_dims}, read as {layout}) but submission.json declares {want}")
 
 
 def load_onnx(path: str, root: str, *, threads: int, device: str, num_outputs: int,
-              input_shape: tuple[int, int, int]):
-    check_onnx_model(path, root, *input_shape)
+              input_shape: tuple[int, int, int], layout: str = "NCHW"):
+    fixed = check_onnx_model(path, root, *input_shape, layout=layout)
     import numpy as np
     import onnxruntime as ort
 
@@ -222,7 +259,8 @@ def load_onnx(path: str, root: str, *, threads: int, device: str, num_outputs: i
     def forward(x):
         return [np.asarray(o) for o in sess.run(out_names, {in_name: x})]
 
-    return forward, {"runtime": "onnxruntime", "version": ort.__version__, "device": used, "notes": notes}
+    return forward, {"runtime": "onnxruntime", "version": ort.__version__, "device": used, "notes": notes,
+                     "batch": [fixed, fixed] if fixed else [1, None]}
 
 
 # --- torch (TorchScript, torch.export) -------------------------------------------------------------
@@ -432,6 +470,62 @@ def _load_exported_program(path: str):
     return program
 
 
+def pt2_batch_window(program, declared: tuple[int, int, int], layout: str) -> list:
+    """``[lo, hi]``: the batch sizes the program accepts (``hi`` None: no upper bound), read from its
+    image input's example shape and range constraints; a static channel/height/width that
+    disagrees with the manifest is ``invalid_submission`` (saying so when it fits the other layout)."""
+    import torch
+    from torch.export.graph_signature import InputKind
+
+    users = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    node = next((n for n in program.graph.nodes if n.op == "placeholder" and len(users) == 1 and n.name == users[0]),
+                None)
+    val = node.meta.get("val") if node is not None else None
+    if not isinstance(val, torch.Tensor):
+        return [1, None]  # not one image input: the first forward says what is wrong
+    shape = list(val.shape)
+    if len(shape) != 4:
+        raise _fail("invalid_submission", f"the .pt2 program's input has {len(shape)} dimensions; it must be "
+                    f"{layout} (4 dimensions)")
+    dims = [d if isinstance(d, int) else None for d in shape[1:]]
+    problem = input_dims_problem(dims, declared, layout, what="the .pt2 program's input")
+    if problem:
+        raise _fail("invalid_submission", problem)
+    batch = shape[0]
+    if isinstance(batch, int):
+        if not 1 <= batch <= MAX_FIXED_BATCH:
+            raise _fail("invalid_submission", f"the .pt2 program was exported for a fixed batch size of {batch}"
+                        f"{' (more than the harness feeds at once)' if batch else ''}; export with a dynamic "
+                        f"batch dimension: {PT2_EXPORT_HINT}")
+        return [batch, batch]
+    bounds = program.range_constraints.get(getattr(getattr(batch, "node", None), "expr", None))
+    if bounds is None:
+        return [1, None]  # an expression of sizes, not one symbol: feed as usual
+    lo, hi = _finite_int(bounds.lower), _finite_int(bounds.upper)
+    lo = max(1, lo or 1)
+    if hi is not None and (hi < lo or lo > MAX_FIXED_BATCH):
+        raise _fail("invalid_submission", f"the .pt2 program accepts batch sizes {lo} to {hi} only; export with "
+                    f"a dynamic batch dimension: {PT2_EXPORT_HINT}")
+    if hi is None and lo > MAX_FIXED_BATCH:
+        raise _fail("invalid_submission", f"the .pt2 program needs batches of at least {lo} images; export with "
+                    f"a dynamic batch dimension from 1: {PT2_EXPORT_HINT}")
+    return [lo, hi]
+
+
+def _finite_int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError, AttributeError):  # int_oo, -int_oo, sympy oo
+        return None
+
+
+def _is_shape_guard(exc: BaseException) -> bool:
+    """A torch.export program refusing its input's shape (torch's guard text is not shown)."""
+    text = str(exc).lstrip()
+    return isinstance(exc, (AssertionError, RuntimeError, ValueError)) and text.startswith(
+        ("Guard failed", "Expected input at"))
+
+
 def _torch_device(device: str, notes: list) -> str:
     import torch
 
@@ -443,7 +537,8 @@ def _torch_device(device: str, notes: list) -> str:
     return "cpu"
 
 
-def load_torch(path: str, *, fmt: str, threads: int, device: str, num_outputs: int):
+def load_torch(path: str, *, fmt: str, threads: int, device: str, num_outputs: int,
+               input_shape: tuple[int, int, int] | None = None, layout: str = "NCHW"):
     import numpy as np
     import torch
 
@@ -453,12 +548,16 @@ def load_torch(path: str, *, fmt: str, threads: int, device: str, num_outputs: i
         torch.set_num_interop_threads(1)
     notes: list = []
     dev = _torch_device(device, notes)
+    window = [1, None]  # TorchScript says nothing about its shapes
     try:
         if fmt == "torchscript":
             module = torch.jit.load(path, map_location=dev)
             module.eval()
         else:
-            module = _load_exported_program(path).module()
+            program = _load_exported_program(path)
+            if input_shape is not None:
+                window = pt2_batch_window(program, tuple(input_shape), layout)
+            module = program.module()
             if dev != "cpu":
                 module = module.to(dev)
     except SubmissionFailure:
@@ -468,8 +567,15 @@ def load_torch(path: str, *, fmt: str, threads: int, device: str, num_outputs: i
         raise _fail(kind, f"torch could not load the {fmt} model: {one_line(exc)}", str(exc)[:4000]) from None
 
     def forward(x):
-        with torch.inference_mode():
-            out = module(torch.from_numpy(x).to(dev))
+        try:
+            with torch.inference_mode():
+                out = module(torch.from_numpy(x).to(dev))
+        except Exception as exc:
+            if fmt == "torch_export" and _is_shape_guard(exc):
+                raise _fail("invalid_submission", f"the .pt2 program does not accept an input of shape "
+                            f"{list(x.shape)} (its shapes were fixed when it was exported); export with "
+                            f"{PT2_EXPORT_HINT}") from None
+            raise
         if isinstance(out, torch.Tensor):
             out = [out]
         elif isinstance(out, dict):
@@ -482,25 +588,101 @@ def load_torch(path: str, *, fmt: str, threads: int, device: str, num_outputs: i
                         f"{num_outputs}")
         return [np.asarray(o.detach().cpu().numpy()) for o in out[:num_outputs]]
 
-    return forward, {"runtime": "torch", "version": torch.__version__, "device": dev, "notes": notes}
+    return forward, {"runtime": "torch", "version": torch.__version__, "device": dev, "notes": notes,
+                     "batch": window}
 
 
 def load_model(*, fmt: str, path: str, root: str, threads: int, device: str, num_outputs: int,
-               input_shape: tuple[int, int, int]):
+               input_shape: tuple[int, int, int], layout: str = "NCHW"):
+    """``(forward, info)`` for the model; ``forward`` takes any batch size: a model that accepts
+    only some (``info["batch"]`` = ``[lo, hi]``, ``hi`` None: no bound) is fed in chunks of them."""
     if fmt == "onnx":
-        return load_onnx(path, root, threads=threads, device=device, num_outputs=num_outputs,
-                         input_shape=input_shape)
-    if fmt in ("torchscript", "torch_export"):
-        return load_torch(path, fmt=fmt, threads=threads, device=device, num_outputs=num_outputs)
-    raise _fail("invalid_submission", f"unknown format {fmt!r}")
+        forward, info = load_onnx(path, root, threads=threads, device=device, num_outputs=num_outputs,
+                                  input_shape=input_shape, layout=layout)
+    elif fmt in ("torchscript", "torch_export"):
+        forward, info = load_torch(path, fmt=fmt, threads=threads, device=device, num_outputs=num_outputs,
+                                   input_shape=input_shape, layout=layout)
+    else:
+        raise _fail("invalid_submission", f"unknown format {fmt!r}")
+    lo, hi = info.get("batch") or [1, None]
+    return in_batches(forward, lo, hi), info
 
 
-def prepare_batch(images, *, channels: int):
-    """uint8 (or float) NCHW -> float32 NCHW in [0, 1], tiling 1 channel to 3 where needed."""
+def in_batches(forward, lo: int, hi: int | None):
+    """``forward`` for any batch size, calling the model only with ``lo`` to ``hi`` rows: a larger
+    batch is cut into chunks of ``hi``, a smaller one (the last chunk) padded to ``lo`` by repeating
+    its rows; the padded rows' outputs are dropped."""
     import numpy as np
 
-    x = images.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 else \
-        images.astype(np.float32, copy=False)
-    if x.shape[1] == 1 and channels == 3:
-        x = np.repeat(x, 3, axis=1)
-    return np.ascontiguousarray(x)
+    if lo <= 1 and hi is None:
+        return forward
+
+    def run(x):
+        n = x.shape[0]
+        if lo <= n and (hi is None or n <= hi):
+            return forward(x)
+        step = hi or n
+        parts = []
+        for start in range(0, n, step):
+            piece = x[start:start + step]
+            m = piece.shape[0]
+            if m < lo:
+                piece = np.ascontiguousarray(piece[np.arange(lo) % m])
+            outs = forward(piece)
+            if not all(isinstance(o, np.ndarray) and o.ndim >= 1 and o.shape[0] == piece.shape[0] for o in outs):
+                return outs  # not one row per image: the parent's checks say what came back
+            parts.append([o[:m] for o in outs])
+        return [np.concatenate([p[j] for p in parts]) for j in range(min(map(len, parts)))]
+
+    return run
+
+
+#: ``input.range`` values besides mean/std (as submission.json writes them)
+NAMED_RANGES = ([0, 1], [-1, 1], [0, 255])
+
+
+def check_range(value, channels: int):
+    """``value`` as the child applies it: one of :data:`NAMED_RANGES`, or ``(mean, std)`` float32
+    arrays of ``channels`` values (std > 0, finite). The parent validated the manifest; this is the
+    child's own check of what its config says."""
+    import numpy as np
+
+    if value in NAMED_RANGES:
+        return list(value)
+    if isinstance(value, dict) and set(value) == {"mean", "std"}:
+        mean = np.asarray(value["mean"], dtype=np.float32)
+        std = np.asarray(value["std"], dtype=np.float32)
+        if (mean.shape == std.shape == (channels,) and np.isfinite(mean).all() and np.isfinite(std).all()
+                and (std > 0).all()):
+            return mean, std
+    raise ValueError(f"not an input range: {str(value)[:100]}")
+
+
+def prepare_batch(images, *, channels: int, layout: str = "NCHW", input_range=None):
+    """uint8 (or float in [0, 1]) in the model's layout -> float32 in the model's range, 1 channel
+    tiled to 3 where needed. ``input_range`` is a value of :func:`check_range` (None: ``[0, 1]``): ``[0, 1]`` divides
+    by 255, ``[0, 255]`` keeps the bytes' values exactly, ``[-1, 1]`` is ``2x - 1`` and mean/std is
+    ``(x - mean) / std`` per channel, with x in [0, 1]."""
+    import numpy as np
+
+    axis = 1 if layout == "NCHW" else 3
+    input_range = [0, 1] if input_range is None else input_range
+    byte = isinstance(input_range, list) and input_range == [0, 255]
+    if images.dtype == np.uint8:
+        x = images.astype(np.float32)
+        if not byte:
+            x /= np.float32(255.0)
+    else:
+        x = images.astype(np.float32, copy=False)
+        if byte:
+            x = x * np.float32(255.0)
+    if x.shape[axis] == 1 and channels == 3:
+        x = np.repeat(x, 3, axis=axis)
+    if isinstance(input_range, list) and input_range == [-1, 1]:
+        x = x * np.float32(2.0) - np.float32(1.0)
+    elif not isinstance(input_range, list):
+        mean, std = input_range
+        shape = [1, 1, 1, 1]
+        shape[axis] = channels
+        x = (x - mean.reshape(shape)) / std.reshape(shape)
+    return np.ascontiguousarray(x, dtype=np.float32)

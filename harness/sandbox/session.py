@@ -93,7 +93,7 @@ def check_outputs(outputs: list, *, n: int, latent_dim: int, names: list[str]) -
         bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
         if bad:
             raise SubmissionFailure("bad_output", f"output {name!r} holds {bad} NaN/inf value(s) in a batch of "
-                                    f"{n}; the code must be finite for every input in [0, 1]")
+                                    f"{n}; the code must be finite for every image")
         checked.append(out)
     return checked
 
@@ -106,6 +106,20 @@ def _text(value, limit: int) -> str:
 def _is_shape(value) -> bool:
     return (isinstance(value, list) and len(value) <= 8
             and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in value))
+
+
+def _batch_window(value) -> tuple[int, int | None]:
+    """The batch sizes the child says the model accepts, ``(lo, hi)``; anything else (the child
+    may be the model by then): ``(1, None)``. Only the chunk size and the report depend on it."""
+    from harness.sandbox.loaders import MAX_FIXED_BATCH
+
+    def size(v):
+        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_FIXED_BATCH
+
+    if isinstance(value, list) and len(value) == 2 and size(value[0]) and (value[1] is None or size(value[1])):
+        if value[1] is None or value[0] <= value[1]:
+            return value[0], value[1]
+    return 1, None
 
 
 def _secret_rng() -> np.random.Generator:
@@ -140,6 +154,8 @@ class EncoderSession:
         self.report: list[str] = []
         self.info: dict = {}
         self.images_encoded = 0
+        self.batch_window: tuple[int, int | None] = (1, None)
+        self.fixed_batch: int | None = None
         self._proc = None
         self._sd = None
         self._log = None
@@ -229,6 +245,16 @@ class EncoderSession:
         self.info = {k: _text(info.get(k), 100) for k in ("runtime", "version", "device") if k in info}
         notes = info.get("notes") if isinstance(info.get("notes"), list) else []
         self.notes.extend(_text(n, 300) for n in notes[:10])
+        self.batch_window = _batch_window(info.get("batch"))
+        lo, hi = self.batch_window
+        self.fixed_batch = lo if lo == hi else None
+        if self.fixed_batch is not None:
+            self.notes.append(f"the model was exported with a fixed batch size of {lo}: it is fed "
+                              + ("one image per call" if lo == 1 else
+                                 f"{lo} images per call, the last call padded by repeating images"))
+        elif (lo, hi) != (1, None):
+            self.notes.append(f"the model accepts batches of {lo} to {hi or 'any number of'} images only: it is "
+                              "fed chunks of that size, the last padded by repeating images")
         return self
 
     def close(self) -> None:
@@ -345,7 +371,8 @@ class EncoderSession:
     # -- encoding ----------------------------------------------------------------------------------
 
     def _prepare(self, images) -> np.ndarray:
-        """NHWC uint8 (or float in [0, 1]), checked against the manifest (sent as NCHW by chunk)."""
+        """NHWC uint8 (or float in [0, 1]), checked against the manifest (sent by chunk in the model's
+        layout; the child converts it to the model's declared range)."""
         if not isinstance(images, np.ndarray):
             images = np.asarray(images)
         if images.ndim != 4:
@@ -364,15 +391,17 @@ class EncoderSession:
             self.notes.append("1-channel images were tiled to 3 channels for this 3-channel model")
         return images
 
-    def _encode_chunk(self, chunk: np.ndarray, deadline: float | None) -> list[np.ndarray]:
+    def _encode_chunk(self, chunk: np.ndarray, deadline: float | None, input_range=None) -> list[np.ndarray]:
         n = chunk.shape[0]
         d = self.submission.latent_dim
         names = self.submission.outputs
         chunk = np.ascontiguousarray(chunk)
         # A well-behaved reply is n*d float32s per output; anything larger is refused unread.
         max_payload = len(names) * n * d * 4
-        reply, data = self._request({"op": "encode", "shape": list(chunk.shape), "dtype": chunk.dtype.str},
-                                    chunk, what=f"encoding a batch of {n}", max_payload=max_payload,
+        header = {"op": "encode", "shape": list(chunk.shape), "dtype": chunk.dtype.str}
+        if input_range is not None:
+            header["range"] = input_range
+        reply, data = self._request(header, chunk, what=f"encoding a batch of {n}", max_payload=max_payload,
                                     deadline=deadline)
         outputs = self._outputs_from_frame(reply, data, n=n)
         try:
@@ -405,11 +434,22 @@ class EncoderSession:
             self._fail(malformed)
         return outputs
 
-    def _encode(self, images) -> list[np.ndarray]:
+    def _encode(self, images, input_range=None) -> list[np.ndarray]:
+        """Codes of ``images``; ``input_range`` (validate's probe only) feeds them in another
+        convention than the declared one."""
         with self._lock:
-            return self._encode_locked(images)
+            return self._encode_locked(images, input_range)
 
-    def _encode_locked(self, images) -> list[np.ndarray]:
+    def _chunk_size(self) -> int:
+        """Images per message: ``limits.batch_size``, rounded down to a multiple of the largest
+        batch the model accepts (so only the very last chunk is padded), at least one such batch."""
+        step = self.limits.batch_size
+        hi = self.batch_window[1]
+        if hi is not None:
+            step = hi * max(1, step // hi)
+        return max(step, self.batch_window[0])
+
+    def _encode_locked(self, images, input_range=None) -> list[np.ndarray]:
         if self._failed is not None:
             raise self._failed
         x = self._prepare(images)
@@ -420,9 +460,11 @@ class EncoderSession:
         deadline = self._deadline()  # the wall-clock limit covers the whole call, all chunks
         # The model sees the images in a secret order, so a position in a batch says nothing about them.
         order = self._order.permutation(n)
-        step = self.limits.batch_size
+        step = self._chunk_size()
+        nchw = self.submission.input_layout != "NHWC"
         # gathered chunk by chunk from the caller's NHWC rows: no whole shuffled copy is held
-        parts = [self._encode_chunk(x[order[i:i + step]].transpose(0, 3, 1, 2), deadline) for i in range(0, n, step)]
+        parts = [self._encode_chunk(x[order[i:i + step]].transpose(0, 3, 1, 2) if nchw else x[order[i:i + step]],
+                                    deadline, input_range) for i in range(0, n, step)]
         self.images_encoded += n
         results = []
         for j in range(len(self.submission.outputs)):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from harness.errors import SubmissionFailure
 from harness.submission import archive
-from harness.submission.manifest import (DEFAULT_MAX_LATENT_DIM, MANIFEST_NAME, ManifestSyntaxError,
+from harness.submission.manifest import (DEFAULT_MAX_LATENT_DIM, DEFAULT_RANGE, MANIFEST_NAME, ManifestSyntaxError,
                                          manifest_problems, normalize, parse_manifest)
 from harness.text import quoted, safe_text
 
@@ -65,6 +65,10 @@ class Submission:
     has_logvar = property(lambda self: "logvar" in self.manifest["outputs"])
     input_shape = property(lambda self: (self.manifest["input"]["channels"], self.manifest["input"]["height"],
                                          self.manifest["input"]["width"]))
+    #: ``input.range`` as normalized: ``[0, 1]``, ``[-1, 1]``, ``[0, 255]`` or ``{"mean": [...], "std": [...]}``
+    input_range = property(lambda self: self.manifest["input"].get("range", list(DEFAULT_RANGE)))
+    #: ``input.layout``: ``"NCHW"`` or ``"NHWC"``
+    input_layout = property(lambda self: self.manifest["input"].get("layout", "NCHW"))
 
     @property
     def model_path(self) -> str:
@@ -72,7 +76,8 @@ class Submission:
 
     def summary(self) -> dict:
         """The ``submission`` block of results.json."""
-        return {"name": self.name, "format": self.format, "sha256": self.sha256}
+        return {"name": self.name, "format": self.format, "sha256": self.sha256,
+                "input_range": self.input_range, "input_layout": self.input_layout}
 
     def close(self) -> None:
         if self._cleanup is not None:

@@ -41,6 +41,15 @@ NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._ -]*[A-Za-z0-9._-])?$(?!\n)"
 
 _INTEGER_NOTE = " A JSON integer literal: 64, not 64.0."
 
+#: The value ranges a model may declare (``input.range``), besides per-channel mean/std.
+RANGES = ((0, 1), (-1, 1), (0, 255))
+DEFAULT_RANGE = RANGES[0]
+LAYOUTS = ("NCHW", "NHWC")
+#: Bounds on a mean/std ``input.range`` (on the [0, 1] scale of the images, as torchvision's).
+MAX_MEAN = 10
+MIN_STD = 0.001
+MAX_STD = 10
+
 MANIFEST_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "urn:harness:submission-manifest:1",
@@ -73,11 +82,29 @@ MANIFEST_SCHEMA: dict = {
             "additionalProperties": False,
             "properties": {
                 "channels": {"type": "integer", "enum": [1, 3],
-                             "description": "Channels the model expects (NCHW)." + _INTEGER_NOTE},
+                             "description": "Channels the model expects." + _INTEGER_NOTE},
                 "height": {"type": "integer", "minimum": 1, "maximum": 4096, "description": _INTEGER_NOTE.strip()},
                 "width": {"type": "integer", "minimum": 1, "maximum": 4096, "description": _INTEGER_NOTE.strip()},
+                "range": {
+                    "oneOf": [
+                        {"enum": [list(r) for r in RANGES]},
+                        {"type": "object", "required": ["mean", "std"], "additionalProperties": False,
+                         "properties": {
+                             "mean": {"type": "array", "minItems": 1, "maxItems": 3,
+                                      "items": {"type": "number", "minimum": -MAX_MEAN, "maximum": MAX_MEAN}},
+                             "std": {"type": "array", "minItems": 1, "maxItems": 3,
+                                     "items": {"type": "number", "minimum": MIN_STD, "maximum": MAX_STD}}}},
+                    ],
+                    "default": list(DEFAULT_RANGE),
+                    "description": "The values the model expects: [0, 1] (default), [-1, 1] (2x - 1), [0, 255] "
+                                   "(255x), or {\"mean\": [...], \"std\": [...]} with one value per channel: "
+                                   "(x - mean) / std with x in [0, 1] (torchvision's convention).",
+                },
+                "layout": {"enum": list(LAYOUTS), "default": LAYOUTS[0],
+                           "description": "NCHW (default) or NHWC (channels last)."},
             },
-            "description": "The model's input: float32 NCHW in [0, 1], any batch size.",
+            "description": "The model's input: float32, any batch size (a model exported with a fixed batch "
+                           "size is fed in chunks of that size), in the declared range and layout.",
         },
         "latent_dim": {
             "type": "integer", "minimum": 1, "maximum": DEFAULT_MAX_LATENT_DIM,
@@ -237,6 +264,57 @@ def _problem(error, max_latent_dim: int) -> str:
     return f"{_where(error)}: {error.message}"
 
 
+def _is_number(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _shown(value, limit: int) -> str:
+    return safe_text(json.dumps(value, default=repr), limit)
+
+
+_RANGE_CHOICES = "[0, 1], [-1, 1], [0, 255] or {\"mean\": [...], \"std\": [...]} (one value per channel)"
+
+
+def range_problem(value, channels) -> str | None:
+    """Why ``value`` is not a valid ``input.range`` for a model of ``channels`` channels, or None.
+
+    One message naming the field; ``channels`` that is not 1 or 3 (itself a schema error) skips the
+    length check."""
+    shown = _shown(value, 80)
+    if isinstance(value, list):
+        if len(value) == 2 and all(map(_is_number, value)) and tuple(value) in RANGES:
+            return None
+        return f"'input.range' is {shown}; must be {_RANGE_CHOICES}"
+    if not isinstance(value, dict):
+        return f"'input.range' is {shown}; must be {_RANGE_CHOICES}"
+    extra = sorted(set(value) - {"mean", "std"})
+    if extra:
+        return f"'input.range' has unknown field(s) {_names(extra)}; a mean/std range holds only 'mean' and 'std'"
+    missing = [k for k in ("mean", "std") if k not in value]
+    if missing:
+        return f"'input.range' is missing {' and '.join(map(repr, missing))}; give both, one value per channel"
+    want = channels if channels in (1, 3) and not isinstance(channels, bool) else None
+    for key in ("mean", "std"):
+        items = value[key]
+        where = f"input.range.{key}"
+        if not isinstance(items, list) or not 1 <= len(items) <= 3:
+            return f"'{where}' is {_shown(items, 60)}; must be a list of 1 or 3 numbers (one per channel)"
+        if want is not None and len(items) != want:
+            return (f"'{where}' has {len(items)} value(s); the model has {want} channel(s) ('input.channels'): "
+                    "give one per channel")
+        for i, item in enumerate(items):
+            if not _is_number(item):
+                return f"'{where}[{i}]' is {_shown(item, 40)}; must be a finite number"
+            low, high = (-MAX_MEAN, MAX_MEAN) if key == "mean" else (MIN_STD, MAX_STD)
+            if not low <= item <= high:
+                hint = (" (mean and std apply to images in [0, 1], as torchvision's do: divide 0-255 statistics "
+                        "by 255)" if item > high else "")
+                return f"'{where}[{i}]' is {_shown(item, 40)}; must be between {low} and {high}{hint}"
+    return None
+
+
 def manifest_problems(manifest, *, max_latent_dim: int = DEFAULT_MAX_LATENT_DIM) -> list[str]:
     """Every schema violation of ``manifest`` as a message a participant can act on (empty: valid).
 
@@ -246,9 +324,18 @@ def manifest_problems(manifest, *, max_latent_dim: int = DEFAULT_MAX_LATENT_DIM)
     if isinstance(max_latent_dim, bool) or not isinstance(max_latent_dim, int) or max_latent_dim < 1:
         raise ValueError(f"max_latent_dim must be a positive integer, got {max_latent_dim!r}")
     errors = sorted(_validator(max_latent_dim).iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))
-    problems = [safe_text(_problem(e, max_latent_dim), MAX_PROBLEM_CHARS) for e in errors[:MAX_PROBLEMS]]
-    if len(errors) > MAX_PROBLEMS:
-        problems.append(f"and {len(errors) - MAX_PROBLEMS} more problem(s)")
+    # input.range: one message of our own, naming the element at fault (the schema's oneOf says only
+    # "not valid under any of the given schemas"); it also checks one value per channel
+    errors = [e for e in errors if list(e.absolute_path)[:2] != ["input", "range"]]
+    messages = [_problem(e, max_latent_dim) for e in errors]
+    given = manifest.get("input") if isinstance(manifest, dict) else None
+    if isinstance(given, dict) and "range" in given:
+        problem = range_problem(given["range"], given.get("channels"))
+        if problem:
+            messages.append(problem)
+    problems = [safe_text(m, MAX_PROBLEM_CHARS) for m in messages[:MAX_PROBLEMS]]
+    if len(messages) > MAX_PROBLEMS:
+        problems.append(f"and {len(messages) - MAX_PROBLEMS} more problem(s)")
     return problems
 
 
@@ -256,7 +343,22 @@ def normalize(manifest: dict) -> dict:
     """A validated manifest with defaults filled in."""
     out = dict(manifest)
     out.setdefault("outputs", ["mean"])
+    given = dict(out["input"])
+    value = given.get("range", list(DEFAULT_RANGE))
+    # canonical: [0, 1] for [0.0, 1.0]; mean/std as floats
+    given["range"] = ([int(v) for v in value] if isinstance(value, list)
+                      else {k: [float(v) for v in value[k]] for k in ("mean", "std")})
+    given.setdefault("layout", LAYOUTS[0])
+    out["input"] = given
     return out
+
+
+def range_label(value) -> str:
+    """``input.range`` as the report says it: ``[0, 255]``, or ``(x - mean) / std, mean [...], std [...]``."""
+    if isinstance(value, dict):
+        fmt = lambda xs: "[" + ", ".join(f"{float(v):g}" for v in xs) + "]"  # noqa: E731
+        return f"(x - mean) / std of x in [0, 1], mean {fmt(value['mean'])}, std {fmt(value['std'])}"
+    return f"[{int(value[0])}, {int(value[1])}]"
 
 
 def schema_text() -> str:
