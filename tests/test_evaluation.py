@@ -178,6 +178,12 @@ def _schema_validator():
     return jsonschema.Draft202012Validator(schema)
 
 
+# The plan encodes each unique index in its own batches, a metric alone in request order: float32
+# products then round differently (~1e-7). R^2 of a near-exact linear fit (the dummy encoder is
+# linear in the factors) is 1 - SSE/SST with SSE at that rounding level, so it moves by ~1e-6.
+_ROUNDING_LEVEL_KEYS = {"r2_train": 1e-5, "r2_test": 1e-5, "r2_per_factor": 1e-5, "r2_test_ci95": 1e-5}
+
+
 def _assert_same_values(got: dict, expected: dict):
     assert set(got) == set(expected)
     for key, value in expected.items():
@@ -185,7 +191,7 @@ def _assert_same_values(got: dict, expected: dict):
             assert got[key] is None or np.isnan(got[key]), key
         else:
             np.testing.assert_allclose(np.asarray(got[key], dtype=float), np.asarray(value, dtype=float),
-                                       rtol=1e-6, atol=1e-9, err_msg=key)
+                                       rtol=1e-6, atol=_ROUNDING_LEVEL_KEYS.get(key, 1e-9), err_msg=key)
 
 
 def projection_encoder(num_pixels: int, latent_dim: int = 4, seed: int = 0):
