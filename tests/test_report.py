@@ -124,3 +124,72 @@ def test_figures_follow_the_codes():
     assert mi[0, 1] < 0.02 and mi[1].max() == 0.0
     curves = diagnostics.response_curves(codes, factors, [5, 5])
     np.testing.assert_allclose(curves[0][:, 0], np.arange(5), atol=0.01)
+
+
+def _nested(value):
+    return np.array([[np.nan if v is None else v for v in row] for row in value], dtype=float)
+
+
+def test_hinton_draws_the_dci_metrics_own_importance_matrix(scored):
+    """#18: the diagram is the metric's matrix (no separate forest), square area proportional to it."""
+    from harness.evaluation.report import figure_sources, hinton_figure
+
+    results, arrays, _ = scored
+    evaluation = results["evaluations"][0]
+    assert "importance" not in arrays  # the report no longer fits its own model
+    R = _nested(evaluation["metrics"]["dci"]["importance_matrix"])
+    src = figure_sources(evaluation, arrays)
+    np.testing.assert_array_equal(src["importance"], R)
+    fig = hinton_figure(src["importance"], evaluation["dataset"]["factor_names"])
+    drawn = np.zeros_like(R)
+    for patch in fig.axes[0].patches:
+        x, y = patch.get_xy()
+        side = patch.get_width()
+        drawn[int(round(y + side / 2)), int(round(x + side / 2))] = (side / 0.92) ** 2 * R.max()
+    np.testing.assert_allclose(drawn, R, atol=1e-12)
+    page = render_report(results, [arrays])
+    assert "dci.importance_matrix" in page and "random forest" not in page
+
+
+def test_mi_heatmap_is_migs_own_matrix_else_estimated_and_says_which(scored):
+    from harness.evaluation.report import figure_sources
+
+    results, arrays, _ = scored
+    evaluation = results["evaluations"][0]
+    mig = evaluation["metrics"]["mig"]
+    src = figure_sources(evaluation, arrays)
+    assert src["mi_source"] == "mig" and "mi" not in arrays  # nothing recomputed when MIG ran
+    np.testing.assert_array_equal(src["mi"], _nested(mig["mutual_info_matrix"]))
+    np.testing.assert_array_equal(src["entropies"], np.asarray(mig["entropy_per_factor"], dtype=float))
+    assert "mig.mutual_info_matrix" in render_report(results, [arrays])
+
+    # MIG not run: the report estimates the matrix itself, and the caption says so
+    ds = datasets.load("dummy")
+    specs = resolve_metrics(None, ["irs"], {"irs": SMALL["irs"]})
+    entry, arrays2 = run_dataset(ds, specs, numpy_encoder(), seed=0)
+    assert arrays2["mi"].shape == (4, 3)
+    src = figure_sources(entry, arrays2)
+    assert src["mi_source"] == "diagnostics" and src["importance"] is None
+    other = dict(results, evaluations=[entry])
+    page = render_report(other, [arrays2])
+    assert "MIG did not run" in page and "importance Hinton diagram" not in page
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_mi_colour_scale_is_fixed_to_0_1_whatever_the_codes(scale):
+    """#18: two reports compare by eye: MI / H(factor) on [0, 1], whatever the codes' information."""
+    from harness.evaluation import diagnostics
+    from harness.evaluation.report import mi_figure
+
+    rng = np.random.default_rng(1)
+    factors = rng.integers(0, 6, size=(3000, 2))
+    # a noisy copy of factor a and pure noise: the largest normalized MI is well below 1 here
+    codes = np.stack([factors[:, 0] + 3 * rng.standard_normal(3000), rng.standard_normal(3000)], axis=1) * scale
+    mi, h = diagnostics.mutual_info_matrix(codes, factors), diagnostics.factor_entropies(factors)
+    fig = mi_figure(mi, ["a", "b"], h)
+    image = fig.axes[0].images[0]
+    assert (mi / h[None, :]).max() < 0.5
+    assert image.get_clim() == (0.0, 1.0)
+    np.testing.assert_allclose(image.get_array(), np.clip(mi / h[None, :], 0, 1))
+    colorbar = fig.axes[1]
+    assert "MI / H(factor)" in colorbar.get_ylabel()

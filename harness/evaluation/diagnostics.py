@@ -1,8 +1,8 @@
 """Arrays behind the report's figures, computed from codes the evaluation already has.
 
-None of these encode anything new except the montage's few dozen images: the mutual-information
-matrix and the DCI importances use the codes of the metrics' own samples, the response curves use
-every code in the table.
+None of these encode anything: the response curves use every code in the table; the
+mutual-information matrix is only estimated here when MIG did not run (the report otherwise draws
+MIG's own ``mutual_info_matrix``, and DCI's own ``importance_matrix``, from results.json).
 """
 
 from __future__ import annotations
@@ -24,30 +24,6 @@ def factor_entropies(factors: np.ndarray) -> np.ndarray:
     """Entropy (nats) of each factor column, the normalizer MIG divides by."""
     labels, cards = _info.encode_labels(factors)
     return _info.label_entropy(labels, int(cards.max()))
-
-
-def importance_matrix(codes_train: np.ndarray, factors_train: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """``R[code, factor]``: per factor, the normalized impurity importances of a random forest.
-
-    A display approximation of DCI's matrix (Eastwood & Williams 2018) with a small forest
-    (one multi-class model per factor, unlike per-class boosting) so the report stays cheap; the
-    DCI *scores* come from the metric's own estimator.
-    """
-    from sklearn.ensemble import RandomForestClassifier
-
-    codes_train = np.asarray(codes_train, dtype=np.float64)
-    factors_train = np.asarray(factors_train)
-    num_codes, num_factors = codes_train.shape[1], factors_train.shape[1]
-    R = np.zeros((num_codes, num_factors))
-    for k in range(num_factors):
-        y = factors_train[:, k]
-        if len(np.unique(y)) < 2:
-            continue
-        model = RandomForestClassifier(n_estimators=10, max_depth=8, random_state=seed, n_jobs=1)
-        model.fit(codes_train, y)
-        imp = np.abs(model.feature_importances_)
-        R[:, k] = imp / imp.sum() if imp.sum() > 0 else 0.0
-    return R
 
 
 def response_curves(codes: np.ndarray, factors: np.ndarray, factor_sizes) -> list[np.ndarray]:

@@ -25,9 +25,8 @@ from harness.evaluation.plan import DEFAULT_CHUNK_SIZE, Timing, build_code_table
 CODE_TABLE_BUDGET_MB = 4096
 from harness.evaluation.results import environment, new_results, to_jsonable, write_results
 
-#: rows used for the report's mutual-information matrix and importance diagram
+#: rows used for the report's mutual-information matrix when MIG did not run (MIG's own sample size)
 _DIAG_ROWS = 10_000
-_IMPORTANCE_ROWS = 4_000
 _MONTAGE_COLUMNS = 8
 
 
@@ -212,7 +211,7 @@ def run_dataset(dataset, specs: list[tuple], encode, *, seed: int = 0, preset: s
     t_diag = time.perf_counter()
     if with_diagnostics:
         try:
-            report_arrays = _diagnostics(dataset, table, requests, encode, seed)
+            report_arrays = _diagnostics(dataset, table, requests, values, seed)
         except Exception as exc:  # figures are a convenience: never lose the scores over them
             problems.append(f"report figures could not be drawn ({type(exc).__name__}: {exc})")
     entry = {
@@ -236,8 +235,12 @@ def run_dataset(dataset, specs: list[tuple], encode, *, seed: int = 0, preset: s
     return entry, report_arrays
 
 
-def _diagnostics(dataset, table, requests: dict, encode, seed: int) -> dict:
-    """Arrays for the report, from codes already encoded (plus a small traversal montage)."""
+def _diagnostics(dataset, table, requests: dict, values: dict, seed: int) -> dict:
+    """Arrays for the report, from codes already encoded (plus a few dozen images rendered by index).
+
+    The MI heatmap and the Hinton diagram draw the metrics' own matrices from ``values``
+    (report.figure_sources); only when MIG did not produce one is an MI matrix estimated here.
+    """
     rng = np.random.default_rng([seed, 0x5E907])  # its own stream: never disturbs a metric's draws
     if table.stochastic:
         codes = np.concatenate([table.per_request[name] for name in requests])
@@ -250,11 +253,11 @@ def _diagnostics(dataset, table, requests: dict, encode, seed: int) -> dict:
     if not len(codes):
         return out
     out["curves"] = diag_mod.response_curves(codes, factors, dataset.factor_sizes)
-    rows = rng.choice(len(codes), size=min(_DIAG_ROWS, len(codes)), replace=False)
-    out["mi"] = diag_mod.mutual_info_matrix(codes[rows], factors[rows])
-    out["entropies"] = diag_mod.factor_entropies(factors[rows])
-    imp_rows = rows[:_IMPORTANCE_ROWS]
-    out["importance"] = diag_mod.importance_matrix(codes[imp_rows], factors[imp_rows], seed=seed)
+    if (values.get("mig") or {}).get("mutual_info_matrix") is None:  # MIG did not run (or failed): estimate
+        rows = rng.choice(len(codes), size=min(_DIAG_ROWS, len(codes)), replace=False)
+        out["mi"] = diag_mod.mutual_info_matrix(codes[rows], factors[rows])
+        out["entropies"] = diag_mod.factor_entropies(factors[rows])
+        out["mi_samples"] = len(rows)
     # the datasets' own traversal: it also handles labelled subsets (only existing combinations)
     rows = traversal_indices(dataset, max_columns=_MONTAGE_COLUMNS, rng=np.random.default_rng(seed))
     steps = max(len(indices) for _, _, indices in rows)
@@ -263,7 +266,7 @@ def _diagnostics(dataset, table, requests: dict, encode, seed: int) -> dict:
     for r, (_, _, indices) in enumerate(rows):
         if len(indices):
             images[r, :len(indices)] = dataset.observations(indices, rng=np.random.default_rng(seed))
-    out["montage"] = (images, [values for _, values, _ in rows])
+    out["montage"] = (images, [shown for _, shown, _ in rows])
     return out
 
 

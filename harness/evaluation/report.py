@@ -40,37 +40,58 @@ def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def mi_heatmap(mi: np.ndarray, factor_names, entropies=None) -> str:
-    """Heatmap of MI[code, factor], normalized by factor entropy when given (MIG's scale)."""
-    values = np.asarray(mi, dtype=float)
-    label = "mutual information (nats)"
-    if entropies is not None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = np.where(np.asarray(entropies) > 0, values / np.asarray(entropies)[None, :], 0.0)
-        label = "MI / H(factor)"
+def _matrix(value) -> np.ndarray | None:
+    """A (D, K) table from results.json (nulls are NaN), or None when absent or not a table."""
+    if value is None:
+        return None
+    try:
+        m = np.array([[np.nan if v is None else v for v in row] for row in value], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return m if m.ndim == 2 and m.size else None
+
+
+def normalized_mi(mi: np.ndarray, entropies) -> np.ndarray:
+    """``MI[code, factor] / H(factor)`` in [0, 1] (what MIG divides by); 0 for a constant factor."""
+    mi = np.nan_to_num(np.asarray(mi, dtype=float))
+    h = np.nan_to_num(np.asarray(entropies, dtype=float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.where(h[None, :] > 0, mi / h[None, :], 0.0)
+    return np.clip(values, 0.0, 1.0)
+
+
+def mi_figure(mi: np.ndarray, factor_names, entropies):
+    """Heatmap of MI[code, factor] / H(factor) on a fixed [0, 1] colour scale (reports compare by eye)."""
+    values = normalized_mi(mi, entropies)
     d, k = values.shape
-    fig = _figure(1.6 + 0.9 * k, 0.9 + 0.34 * d)
+    fig = _figure(2.2 + 0.9 * k, 1.1 + 0.34 * d)
     ax = fig.add_subplot()
-    vmax = max(float(np.nanmax(values)) if values.size else 1.0, 1e-9)
-    im = ax.imshow(values, cmap="viridis", vmin=0, vmax=vmax, aspect="auto")
+    im = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
     for i in range(d):
         for j in range(k):
             v = values[i, j]
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if v < 0.6 * vmax else "black")
+                    color="white" if v < 0.6 else "black")
     ax.set_xticks(range(k), factor_names, rotation=30, ha="right")
     ax.set_yticks(range(d), [f"z{i}" for i in range(d)])
     ax.set_xlabel("factor")
     ax.set_ylabel("code dimension")
-    fig.colorbar(im, ax=ax, label=label, shrink=0.9)
-    return _png(fig)
+    fig.colorbar(im, ax=ax, label="MI / H(factor)  (0 to 1, fixed)", shrink=0.9)
+    return fig
 
 
-def hinton(matrix: np.ndarray, factor_names) -> str:
-    """Hinton diagram of the importance matrix: square area proportional to importance."""
+def mi_heatmap(mi: np.ndarray, factor_names, entropies) -> str:
+    return _png(mi_figure(mi, factor_names, entropies))
+
+
+def hinton_figure(matrix: np.ndarray, factor_names):
+    """Hinton diagram of an importance matrix: square area proportional to importance.
+
+    The largest entry fills its cell; each square's side is ``0.92 * sqrt(R / R.max())``.
+    """
     from matplotlib.patches import Rectangle
 
-    R = np.nan_to_num(np.asarray(matrix, dtype=float))
+    R = np.clip(np.nan_to_num(np.asarray(matrix, dtype=float)), 0.0, None)
     d, k = R.shape
     fig = _figure(1.8 + 0.75 * k, 1.2 + 0.34 * d)
     ax = fig.add_subplot()
@@ -88,7 +109,32 @@ def hinton(matrix: np.ndarray, factor_names) -> str:
     ax.set_yticks(range(d), [f"z{i}" for i in range(d)])
     ax.set_xlabel("factor")
     ax.set_ylabel("code dimension")
-    return _png(fig)
+    return fig
+
+
+def hinton(matrix: np.ndarray, factor_names) -> str:
+    return _png(hinton_figure(matrix, factor_names))
+
+
+def figure_sources(evaluation: dict, diag: dict | None) -> dict:
+    """Which arrays the MI heatmap and the Hinton diagram draw, and where they come from.
+
+    ``mi``/``entropies``: MIG's own ``mutual_info_matrix`` and ``entropy_per_factor`` when MIG ran
+    (``mi_source`` "mig"), else the report's own estimate from ``diag`` ("diagnostics"), else None.
+    ``importance``: DCI's own ``importance_matrix`` when DCI ran, else None (no diagram).
+    """
+    metrics = evaluation.get("metrics") or {}
+    out = {"mi": None, "entropies": None, "mi_source": None, "importance": None}
+    mig = metrics.get("mig") or {}
+    mi, h = _matrix(mig.get("mutual_info_matrix")), mig.get("entropy_per_factor")
+    if mi is not None and h is not None and len(h) == mi.shape[1]:
+        out.update(mi=mi, entropies=np.array([np.nan if v is None else v for v in h], dtype=float),
+                   mi_source="mig")
+    elif diag and diag.get("mi") is not None and diag.get("entropies") is not None:
+        out.update(mi=np.asarray(diag["mi"], dtype=float), entropies=np.asarray(diag["entropies"], dtype=float),
+                   mi_source="diagnostics")
+    out["importance"] = _matrix((metrics.get("dci") or {}).get("importance_matrix"))
+    return out
 
 
 def response_plot(curves, factor_names, factor_sizes) -> str:
@@ -248,22 +294,37 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
     parts.append("<details><summary>every value</summary>"
                  + _table(["metric", "key", "score", "95% interval"], _all_rows(evaluation)) + "</details>")
     diag = diag or {}
-    if diag.get("mi") is not None or diag.get("importance") is not None:
+    src = figure_sources(evaluation, diag)
+    params = evaluation.get("params") or {}
+    if src["mi"] is not None or src["importance"] is not None:
         parts.append('<div class="grid2">')
-        if diag.get("mi") is not None:
+        if src["mi"] is not None:
+            if src["mi_source"] == "mig":
+                mp = params.get("mig") or {}
+                where = (f"MIG's own matrix (results.json <code>mig.mutual_info_matrix</code> / "
+                         f"<code>entropy_per_factor</code>), from its sample of "
+                         f"{_fmt(mp.get('num_train', 'its'))} observations, {_fmt(mp.get('num_bins', 20))} bins per code")
+            else:
+                where = (f"MIG did not run, so the report estimated it with MIG's estimator (20 bins per code) on "
+                         f"{_fmt(diag.get('mi_samples', 0))} observations the evaluation had encoded")
             parts.append("<div><h3>Mutual information, codes &times; factors</h3>"
-                         + _figure_block(mi_heatmap(diag["mi"], names, diag.get("entropies")), "mutual information heatmap",
-                                         "Discretized MI between each code dimension and each factor, divided by the "
-                                         "factor's entropy (the quantity MIG compares). A disentangled code has one "
-                                         "bright cell per column, each in a different row.")
+                         + _figure_block(mi_heatmap(src["mi"], names, src["entropies"]), "mutual information heatmap",
+                                         "Discretized MI between each code dimension and each factor divided by the "
+                                         "factor's entropy: MI / H(factor), the quantity MIG compares. The colour scale "
+                                         "is fixed to [0, 1] in every report, so two reports compare by eye. A "
+                                         "disentangled code has one bright cell per column, each in a different row. "
+                                         f"Source: {where}.")
                          + "</div>")
-        if diag.get("importance") is not None:
+        if src["importance"] is not None:
+            dp = params.get("dci") or {}
             parts.append("<div><h3>DCI importance (Hinton diagram)</h3>"
-                         + _figure_block(hinton(diag["importance"], names), "importance Hinton diagram",
-                                         "Square area = how much a classifier predicting the factor relies on the code "
-                                         "dimension (per factor, normalized). Disentanglement wants one factor per row, "
-                                         "completeness one row per factor. Drawn from a small random forest on codes "
-                                         "already encoded; the DCI scores above come from the metric itself.")
+                         + _figure_block(hinton(src["importance"], names), "importance Hinton diagram",
+                                         "Square area = how much the classifier predicting the factor relies on the "
+                                         "code dimension (each factor's column sums to 1). Disentanglement wants one "
+                                         "factor per row, completeness one row per factor. Source: DCI's own "
+                                         "importance matrix (results.json <code>dci.importance_matrix</code>, estimator "
+                                         f"<code>{html.escape(str(dp.get('estimator', 'default')))}</code>), the one its "
+                                         "scores above are computed from.")
                          + "</div>")
         parts.append("</div>")
     if diag.get("curves") is not None:
