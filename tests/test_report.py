@@ -193,3 +193,33 @@ def test_mi_colour_scale_is_fixed_to_0_1_whatever_the_codes(scale):
     np.testing.assert_allclose(image.get_array(), np.clip(mi / h[None, :], 0, 1))
     colorbar = fig.axes[1]
     assert "MI / H(factor)" in colorbar.get_ylabel()
+
+
+def _row(page: str, name: str, key: str) -> str:
+    start = page.index(f"<tr><td>{name}</td><td><code>{key}</code></td>")
+    return page[start:page.index("</tr>", start)]
+
+
+def test_intervals_say_what_they_resample(scored):
+    """#18: a bootstrap over each metric's samples (which ones, per docs/metrics.md), and DCI's
+    disentanglement/completeness a stability band over boosting rounds, not a sampling interval."""
+    from harness.evaluation.report import interval_over
+
+    results, arrays, headline = scored
+    page = render_report(results, [arrays], headline=headline)
+    assert "seed-to-seed" not in page
+    assert "95% bootstrap interval" in page and "20 replicates" in page  # SMALL's n_bootstrap
+    assert "eval votes" in _row(page, "factor_vae", "eval_accuracy")
+    assert "test samples" in _row(page, "sap", "sap_score")
+    assert "joint histogram" in _row(page, "mig", "discrete_mig")
+    dci = _row(page, "dci", "disentanglement")
+    assert "boosting rounds" in dci and "not a sampling interval" in dci
+    assert "stability band" in page.split("every value")[0]  # the caption under the headline table
+    assert interval_over("dci", "informativeness_test") == "test samples (models fixed)"
+    assert interval_over("downstream_boosted_trees", "100:mean_test_accuracy") == "test samples (models fixed)"
+    # without DCI in the headline the caption does not mention a stability band
+    no_dci = {k: v for k, v in headline.items() if k != "dci"}
+    evaluation = dict(results["evaluations"][0])
+    evaluation["metrics"] = {k: v for k, v in evaluation["metrics"].items() if k != "dci"}
+    page = render_report(dict(results, evaluations=[evaluation]), [arrays], headline=no_dci)
+    assert "stability band" not in page

@@ -213,6 +213,7 @@ td.num{text-align:right;font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
 .headline td.num:first-of-type{font-weight:700}
 .status-ok{color:#0a7d32;font-weight:700} .status-failed{color:#b00020;font-weight:700}
 .failure{background:#fff1f1;border-left:4px solid #b00020;padding:10px 14px;margin:12px 0}
+td.over{color:#555;font-size:13px}
 .note{background:#f4f8ff;border-left:4px solid #0072B2;padding:6px 12px;margin:8px 0;font-size:14px}
 .fig{margin:6px 0 4px} .fig img{max-width:100%;height:auto} .cap{color:#555;font-size:13px;margin:2px 0 14px;max-width:80ch}
 .grid2{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start} .grid2>div{flex:1 1 420px}
@@ -239,21 +240,78 @@ def _interval(ci) -> str:
     return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
 
 
+# What each metric's ``<key>_ci95`` resamples (docs/metrics.md "Intervals"): (metric, key) first, then metric.
+_HISTOGRAM = "samples (weights on the joint histogram)"
+_TEST = "test samples (models fixed)"
+_STABILITY = "boosting rounds of the fitted ensembles: a stability band, not a sampling interval"
+_INTERVAL_OVER = {
+    "mig": _HISTOGRAM, "mig_sup": _HISTOGRAM, "dcimig": _HISTOGRAM, "jemmig": _HISTOGRAM,
+    "unsupervised": _HISTOGRAM, ("modularity_explicitness", "modularity_score"): _HISTOGRAM,
+    ("modularity_explicitness", "explicitness_score_test"): _TEST,
+    ("infomec", "infom"): _HISTOGRAM, ("infomec", "infoc"): _HISTOGRAM, ("infomec", "infoe"): _TEST,
+    "irs": "samples (factor bins and active dimensions fixed)",
+    "sap": "test samples (classifiers fixed)", "sap_continuous": "training samples",
+    "downstream_logistic_regression": _TEST, "downstream_boosted_trees": _TEST,
+    ("dci", "informativeness_test"): _TEST, ("dci", "disentanglement"): _STABILITY,
+    ("dci", "completeness"): _STABILITY,
+    ("med", "informativeness_test"): _TEST, "med": "training samples (weights on the joint histograms)",
+    "beta_vae": "eval points (classifier fixed)", "factor_vae": "eval votes (classifier fixed)",
+    "z_max_var": "eval votes (classifier fixed)",
+    "dci_es": "test samples (probes fixed)", "regression_informativeness": "test samples (predictors fixed)",
+    "flatness": "each factor's traversals", "mcc": "samples",
+}
+
+
+def interval_over(name: str, key: str, params: dict | None = None) -> str:
+    """What the 95% interval of ``name``'s ``key`` resamples, in a few words."""
+    base = key.split(":", 1)[-1]  # downstream keys carry their training size: "100:mean_test_accuracy"
+    text = _INTERVAL_OVER.get((name, base)) or _INTERVAL_OVER.get(name) or "the metric's samples"
+    estimator = (params or {}).get("estimator")
+    if text == _STABILITY and estimator == "random_forest":
+        text = "trees of the fitted forests: a stability band, not a sampling interval"
+    return text
+
+
 def _headline_rows(evaluation: dict, headline: dict) -> list[str]:
     rows = []
+    params = evaluation.get("params") or {}
     for name, values in evaluation["metrics"].items():
         keys = headline.get(name) or [k for k in values if not k.endswith("_ci95")][:1]
         for key in keys:
             if key not in values:
                 continue
+            ci = _interval(values.get(key + "_ci95"))
+            over = html.escape(interval_over(name, key, params.get(name))) if ci else ""
             rows.append(f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(key)}</code></td>"
                         f"<td class=num>{_fmt(values[key])}</td>"
-                        f"<td class=num>{_interval(values.get(key + '_ci95'))}</td></tr>")
+                        f"<td class=num>{ci}</td><td class=over>{over}</td></tr>")
     return rows
+
+
+def _interval_caption(evaluation: dict, headline: dict) -> str:
+    """Says what the intervals of the headline table are (and that DCI's D/C ones are not sampling intervals)."""
+    params = evaluation.get("params") or {}
+    shown = [(name, key) for name, values in evaluation["metrics"].items()
+             for key in (headline.get(name) or [k for k in values if not k.endswith("_ci95")][:1])
+             if values.get(key + "_ci95") is not None and _interval(values.get(key + "_ci95"))]
+    reps = sorted({int((params.get(name) or {}).get("n_bootstrap", 100)) for name, _ in shown})
+    count = f"{reps[0]} replicates" if len(reps) == 1 else "replicates as each metric's n_bootstrap"
+    text = ("Each interval is a 95% bootstrap interval over the metric's own samples, resampling what the "
+            f"last column names ({count}; percentile interval, bias-shifted; docs/metrics.md \"Intervals\"): "
+            "how much the score depends on which samples were drawn, for this model. It is not a spread over "
+            "training seeds or models.")
+    stability = [key for name, key in shown if interval_over(name, key, params.get(name)).endswith(
+        "not a sampling interval")]
+    if stability:
+        text += (" Except DCI's " + " and ".join(html.escape(k) for k in stability) + ": that interval resamples "
+                 "the boosting rounds (trees) of the ensembles DCI fitted, with no refit, so it is a stability band "
+                 "(how much the importance matrix depends on which trees were grown), not a sampling interval.")
+    return f'<p class="cap">{text}</p>'
 
 
 def _all_rows(evaluation: dict) -> list[str]:
     factor_names = evaluation["dataset"]["factor_names"]
+    params = evaluation.get("params") or {}
     rows = []
     for name, values in evaluation["metrics"].items():
         for key, value in values.items():
@@ -264,8 +322,10 @@ def _all_rows(evaluation: dict) -> list[str]:
                                                    for n, v in zip(factor_names, value)) + "</td>"
             else:
                 shown = f"<td class=num>{_fmt(value)}</td>"
+            ci = _interval(values.get(key + "_ci95"))
+            over = html.escape(interval_over(name, key, params.get(name))) if ci else ""
             rows.append(f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(key)}</code></td>"
-                        f"{shown}<td class=num>{_interval(values.get(key + '_ci95'))}</td></tr>")
+                        f"{shown}<td class=num>{ci}</td><td class=over>{over}</td></tr>")
     return rows
 
 
@@ -288,11 +348,11 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
     for note in evaluation.get("notes", []):
         parts.append(f'<div class="note">{html.escape(note)}</div>')
     parts.append("<h3>Scores</h3>")
-    parts.append(_table(["metric", "key", "score", "95% interval"], _headline_rows(evaluation, headline), "headline"))
-    parts.append('<p class="cap">Intervals are the metric\'s own bootstrap 95% intervals over its samples '
-                 "(a seed-to-seed spread, not a model-to-model one).</p>")
+    head = ["metric", "key", "score", "95% interval", "interval resamples"]
+    parts.append(_table(head, _headline_rows(evaluation, headline), "headline"))
+    parts.append(_interval_caption(evaluation, headline))
     parts.append("<details><summary>every value</summary>"
-                 + _table(["metric", "key", "score", "95% interval"], _all_rows(evaluation)) + "</details>")
+                 + _table(head, _all_rows(evaluation)) + "</details>")
     diag = diag or {}
     src = figure_sources(evaluation, diag)
     params = evaluation.get("params") or {}
