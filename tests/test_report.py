@@ -223,3 +223,74 @@ def test_intervals_say_what_they_resample(scored):
     evaluation["metrics"] = {k: v for k, v in evaluation["metrics"].items() if k != "dci"}
     page = render_report(dict(results, evaluations=[evaluation]), [arrays], headline=no_dci)
     assert "stability band" not in page
+
+
+def _with(evaluation: dict, **changes) -> dict:
+    import copy
+
+    out = copy.deepcopy(evaluation)
+    for path, value in changes.items():
+        *head, last = path.split("__")
+        node = out
+        for part in head:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def test_factor_vae_note_appears_exactly_when_no_dimension_is_active():
+    """#18: eval_accuracy 0 with num_active_dims 0 is explained, with the largest std seen and a rescale."""
+    from harness.evaluation.report import score_notes
+
+    ds = datasets.load("dummy")
+    specs = resolve_metrics(None, ["factor_vae"], {"factor_vae": SMALL["factor_vae"]})
+    base = numpy_encoder()
+    for scale, expect in ((1.0, False), (0.1, True)):  # the largest std: 0.32, then 0.032
+        def encode(images, scale=scale):
+            return base(images) * scale
+
+        entry, arrays = run_dataset(ds, specs, encode, seed=0)
+        fv = entry["metrics"]["factor_vae"]
+        assert (fv["num_active_dims"] == 0) is expect
+        notes = [n for n in score_notes(entry, arrays) if "FactorVAE" in n]
+        assert bool(notes) is expect
+        if expect:
+            assert fv["eval_accuracy"] == 0.0
+            std = arrays["factor_vae_std"]
+            assert std.max() < 0.05
+            assert f"{std.max():.3g} (z{int(np.argmax(std))})" in notes[0]
+            assert "absolute" in notes[0] and "multiplying the codes by 10 " in notes[0]
+            page = render_report(dict(new_results({"name": "x", "format": "onnx", "sha256": "0" * 64}),
+                                      evaluations=[entry], environment={}), [arrays])
+            assert "no code dimension counts as active" in page
+            # without the report arrays the note still says what to do
+            assert "rescaling the codes" in [n for n in score_notes(entry, None) if "FactorVAE" in n][0]
+
+
+def test_sap_and_mig_ceiling_notes_appear_exactly_when_they_apply(scored):
+    from harness.evaluation.report import score_notes
+
+    results, arrays, _ = scored
+    evaluation = results["evaluations"][0]  # dummy: factor sizes 4, 5, 6; discrete SAP; MIG with 20 bins
+    notes = score_notes(evaluation, arrays)
+    assert any("0.19 on dSprites" in n for n in notes)
+    assert not any("MIG cannot reach 1" in n for n in notes)  # every factor has <= 20 values
+    assert not any("FactorVAE" in n for n in notes)
+    # continuous SAP, or no SAP: no SAP note
+    assert not any("SAP" in n for n in score_notes(_with(evaluation, params__sap__continuous_factors=True)))
+    no_sap = _with(evaluation)
+    del no_sap["metrics"]["sap"]
+    assert not any("SAP" in n for n in score_notes(no_sap))
+    # fewer bins than a factor has values: the ceiling from the run's num_bins and the factor sizes
+    notes = score_notes(_with(evaluation, params__mig__num_bins=4))
+    mig = next(n for n in notes if "MIG cannot reach 1" in n)
+    assert f"b (5 values) {np.log(4) / np.log(5):.3f}" in mig and f"c (6 values) {np.log(4) / np.log(6):.3f}" in mig
+    assert "a (4 values)" not in mig
+    assert f"at most {np.mean([1, np.log(4) / np.log(5), np.log(4) / np.log(6)]):.3f}" in mig
+    # dSprites' sizes with the study's 20 bins: 0.864 for the 32-valued positions
+    dsprites = _with(evaluation, dataset__factor_names=["shape", "scale", "orientation", "posX", "posY"],
+                     dataset__factor_sizes=[3, 6, 40, 32, 32])
+    mig = next(n for n in score_notes(dsprites) if "MIG cannot reach 1" in n)
+    assert "posX (32 values) 0.864" in mig and "orientation (40 values) 0.812" in mig
+    # MIG's value null (it could not be computed): no ceiling note
+    assert not any("MIG" in n for n in score_notes(_with(dsprites, metrics__mig__discrete_mig=None)))

@@ -258,6 +258,17 @@ def _diagnostics(dataset, table, requests: dict, values: dict, seed: int) -> dic
         out["mi"] = diag_mod.mutual_info_matrix(codes[rows], factors[rows])
         out["entropies"] = diag_mod.factor_entropies(factors[rows])
         out["mi_samples"] = len(rows)
+    fv = requests.get("factor_vae")
+    if fv is not None and "num_variance_estimate" in (getattr(fv, "structure", None) or {}):
+        # each dimension's std over FactorVAE's own variance-estimate rows (ddof=1, as the metric):
+        # the report explains a score of 0 with no active dimension by the largest of these
+        n = int(fv.structure["num_variance_estimate"])
+        if table.stochastic:
+            rows_fv = table.per_request["factor_vae"][:n]
+        else:
+            rows_fv = table.codes[np.searchsorted(table.indices, np.asarray(fv.indices, dtype=np.int64).ravel()[:n])]
+        if len(rows_fv) > 1:
+            out["factor_vae_std"] = np.asarray(rows_fv, dtype=np.float64).std(axis=0, ddof=1)
     # the datasets' own traversal: it also handles labelled subsets (only existing combinations)
     rows = traversal_indices(dataset, max_columns=_MONTAGE_COLUMNS, rng=np.random.default_rng(seed))
     steps = max(len(indices) for _, _, indices in rows)

@@ -309,6 +309,72 @@ def _interval_caption(evaluation: dict, headline: dict) -> str:
     return f'<p class="cap">{text}</p>'
 
 
+def _number(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def score_notes(evaluation: dict, diag: dict | None = None) -> list[str]:
+    """Short HTML notes (escaped) explaining scores that look broken but are not, each only when it applies.
+
+    - FactorVAE ``eval_accuracy`` 0 with ``num_active_dims`` 0: every dimension's std is below the
+      absolute ``prune_threshold`` (the largest std seen, from ``diag["factor_vae_std"]``, when known).
+    - discrete SAP ran: an ideal identity code scores only ~0.19 on dSprites.
+    - MIG ran and a factor has more values than ``num_bins``: the ceiling ln(bins)/ln(K) per factor.
+    """
+    diag = diag or {}
+    metrics, params = evaluation.get("metrics") or {}, evaluation.get("params") or {}
+    names = [str(n) for n in evaluation["dataset"]["factor_names"]]
+    sizes = [int(k) for k in evaluation["dataset"]["factor_sizes"]]
+    notes = []
+    fv, fvp = metrics.get("factor_vae") or {}, params.get("factor_vae") or {}
+    if _number(fv.get("eval_accuracy")) == 0.0 and _number(fv.get("num_active_dims")) == 0.0:
+        threshold = _number(fvp.get("prune_threshold"))
+        threshold = 0.05 if threshold is None else threshold
+        text = (f"<b>FactorVAE eval_accuracy is 0 because no code dimension counts as active</b> "
+                f"(num_active_dims 0): every dimension's standard deviation is below "
+                f"<code>prune_threshold</code> = {threshold:g}, so no dimension can vote.")
+        std = diag.get("factor_vae_std")
+        if std is not None and len(std):
+            std = np.asarray(std, dtype=float)
+            j = int(np.nanargmax(std)) if np.isfinite(std).any() else 0
+            largest = float(std[j]) if np.isfinite(std[j]) else 0.0
+            n = fvp.get("num_variance_estimate")
+            over = f" over its {int(n):,} variance-estimate observations" if n is not None else ""
+            text += f" The largest std seen{over} is {largest:.3g} (z{j})."
+            if largest > 0 and threshold > 0:
+                factor = 10.0 ** max(1, int(np.ceil(np.log10(threshold / largest * 1.0001))))
+                text += (f" The threshold is absolute, not relative to your code's scale: multiplying the codes "
+                         f"by {factor:g} (in the exported model) would bring that dimension to "
+                         f"{largest * factor:.3g} and make it count.")
+            else:
+                text += " Every code dimension is constant: no rescaling makes it count."
+        else:
+            text += (" The threshold is absolute, not relative to your code's scale: rescaling the codes (e.g. "
+                     "multiplying them by 10 in the exported model) would make them count.")
+        notes.append(text)
+    sap, sapp = metrics.get("sap") or {}, params.get("sap") or {}
+    if _number(sap.get("sap_score")) is not None and not sapp.get("continuous_factors", False):
+        notes.append("<b>SAP (discrete) is low even for an ideal code:</b> a heavily regularized linear SVM "
+                     "(C = 0.01) on one code dimension cannot separate a many-valued factor, so an identity code "
+                     "(each factor copied into its own dimension) reaches only about 0.19 on dSprites. A known "
+                     "property of the metric (docs/metrics.md), not a bug: compare SAP scores with each other, "
+                     "not with 1.")
+    mig, migp = metrics.get("mig") or {}, params.get("mig") or {}
+    bins = int(migp.get("num_bins", 20) or 20)
+    if _number(mig.get("discrete_mig")) is not None and sizes and max(sizes) > bins > 1:
+        ceilings = [min(1.0, np.log(bins) / np.log(k)) if k > 1 else 1.0 for k in sizes]
+        capped = [f"{html.escape(n)} ({k} values) {c:.3f}" for n, k, c in zip(names, sizes, ceilings) if k > bins]
+        notes.append(f"<b>MIG cannot reach 1 here:</b> with <code>num_bins</code> = {bins} bins per code, a "
+                     f"perfect code of a K-valued factor scores at most ln({bins})/ln(K) when K &gt; {bins} "
+                     f"(factors sampled uniformly): {', '.join(capped)}. A perfect code's MIG on this dataset "
+                     f"is therefore at most {float(np.mean(ceilings)):.3f} (the mean over factors).")
+    return notes
+
+
 def _all_rows(evaluation: dict) -> list[str]:
     factor_names = evaluation["dataset"]["factor_names"]
     params = evaluation.get("params") or {}
@@ -350,6 +416,8 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
     parts.append("<h3>Scores</h3>")
     head = ["metric", "key", "score", "95% interval", "interval resamples"]
     parts.append(_table(head, _headline_rows(evaluation, headline), "headline"))
+    for note in score_notes(evaluation, diag):
+        parts.append(f'<div class="note">{note}</div>')
     parts.append(_interval_caption(evaluation, headline))
     parts.append("<details><summary>every value</summary>"
                  + _table(head, _all_rows(evaluation)) + "</details>")
