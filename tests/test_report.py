@@ -294,3 +294,63 @@ def test_sap_and_mig_ceiling_notes_appear_exactly_when_they_apply(scored):
     assert "posX (32 values) 0.864" in mig and "orientation (40 values) 0.812" in mig
     # MIG's value null (it could not be computed): no ceiling note
     assert not any("MIG" in n for n in score_notes(_with(dsprites, metrics__mig__discrete_mig=None)))
+
+
+def _dsprites_evaluation(**params):
+    specs = resolve_metrics("challenge", ["factor_vae", "mig", "dci"])
+    ran = {spec.name: dict(p, **params.get(spec.name, {})) for spec, p in specs}
+    return {"dataset": {"name": "dsprites", "factor_names": ["shape", "scale", "orientation", "posX", "posY"],
+                        "factor_sizes": [3, 6, 40, 32, 32]},
+            "seed": 0, "params": ran,
+            "metrics": {"factor_vae": {"eval_accuracy": 0.41, "num_active_dims": 6}, "mig": {"discrete_mig": 0.07},
+                        "dci": {"disentanglement": 0.2}}}
+
+
+PROCEDURAL = {"dataset_class": "harness.datasets.dsprites.DSprites"}
+
+
+def test_reference_rows_are_the_recorded_scores_and_only_where_they_compare():
+    """#18: the reference values are read from submissions/example/scores.json (score.py's record),
+    shown only for procedural dSprites, seed 0, at the study sizes (n_bootstrap/n_jobs aside)."""
+    import json
+
+    from harness.evaluation.report import REFERENCE_SCORES, reference_table
+
+    record = json.loads(REFERENCE_SCORES.read_text())
+    ref = reference_table(_dsprites_evaluation(factor_vae={"n_jobs": 1}, mig={"n_bootstrap": 20}), PROCEDURAL)
+    assert ref["why"] is None
+    assert [(name, key) for name, key, _, _ in ref["rows"]] == list(record["metrics"].items())
+    for name, key, value, recorded in ref["rows"]:
+        assert set(recorded) == set(record["results"])
+        for label, (v, ci) in recorded.items():
+            assert v == record["results"][label][f"{name}.{key}"]
+            assert ci == record["results"][label].get(f"{name}.{key}_ci95")
+    page = render_report(dict(new_results({"name": "x", "format": "onnx", "sha256": "0" * 64}),
+                              evaluations=[dict(_dsprites_evaluation(), timing={"encode_s": 1, "metrics_s": {},
+                                                                                "total_s": 1, "images_encoded": 1})],
+                              environment={}), [PROCEDURAL])
+    example = record["results"]["example (encoder.onnx)"]
+    assert f"{example['mig.discrete_mig']:.3f}" in page and "scores.json" in page and "not computed in this run" in page
+
+    # not comparable: other sizes, another seed, another dataset (or a dSprites file), no record
+    for evaluation, diag, why in ((_dsprites_evaluation(factor_vae={"num_train": 500}, mig={"num_bins": 10}),
+                                   PROCEDURAL, "changed factor_vae, mig"),
+                                  (dict(_dsprites_evaluation(), seed=1), PROCEDURAL, "seed 0"),
+                                  (_dsprites_evaluation(), {"dataset_class": "harness.datasets.files.NpzDataset"},
+                                   "procedural dSprites"),
+                                  (_dsprites_evaluation(), None, "procedural dSprites")):
+        ref = reference_table(evaluation, diag)
+        assert ref["rows"] == [] and why in ref["why"]
+    ref = reference_table(_dsprites_evaluation(factor_vae={"num_train": 500}), PROCEDURAL)
+    assert [name for name, *_ in ref["rows"]] == ["mig"]  # the metric at study sizes still compares
+    assert ref["mismatched"] == ["factor_vae"]
+    assert reference_table(_dsprites_evaluation(), PROCEDURAL, path="/nonexistent/scores.json") is None
+
+
+def test_report_arrays_name_the_dataset_class(scored):
+    _, arrays, _ = scored
+    ds = datasets.load("dummy")
+    assert arrays["dataset_class"] == f"{type(ds).__module__}.{type(ds).__qualname__}"
+    assert arrays["dataset_class"] != PROCEDURAL["dataset_class"]
+    dsprites = datasets.load("dsprites")  # the class the recorded reference was scored on
+    assert f"{type(dsprites).__module__}.{type(dsprites).__qualname__}" == PROCEDURAL["dataset_class"]

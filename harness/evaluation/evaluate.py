@@ -249,7 +249,8 @@ def _diagnostics(dataset, table, requests: dict, values: dict, seed: int) -> dic
     else:
         codes, indices = table.codes, table.indices
         factors = dataset.index_to_factors(indices)
-    out: dict = {"curve_samples": len(codes)}
+    # which dataset class: the report's recorded reference values hold for procedural dSprites only
+    out: dict = {"curve_samples": len(codes), "dataset_class": f"{type(dataset).__module__}.{type(dataset).__qualname__}"}
     if not len(codes):
         return out
     out["curves"] = diag_mod.response_curves(codes, factors, dataset.factor_sizes)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.errors import InputError
 from harness.evaluation.results import to_jsonable
 
 # Colour-blind-safe categorical palette (Okabe & Ito), extended with greys for > 8 code dims.
@@ -375,6 +376,111 @@ def score_notes(evaluation: dict, diag: dict | None = None) -> list[str]:
     return notes
 
 
+#: reference scores recorded by the repo's own script (submissions/example/score.py; docs/baseline.md)
+REFERENCE_SCORES = Path(__file__).resolve().parents[2] / "submissions" / "example" / "scores.json"
+#: the dataset those were recorded on: procedural dSprites (a file named dsprites.npz is another dataset)
+_REFERENCE_DATASET = ("dsprites", "harness.datasets.dsprites.DSprites")
+#: parameters that do not change a metric's value (only its interval, or how many cores compute it)
+_VALUE_NEUTRAL = {"n_bootstrap", "n_jobs"}
+
+
+def _load_reference(path=None) -> dict | None:
+    import json
+
+    try:
+        record = json.loads(Path(path or REFERENCE_SCORES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("results"), dict) and isinstance(record.get("metrics"), dict)
+    return record if ok else None
+
+
+def reference_table(evaluation: dict, diag: dict | None, path=None) -> dict | None:
+    """Recorded reference scores that compare with this evaluation, or why none do.
+
+    ``{"rows": [(metric, key, your value, {label: (value, ci95)})], "labels": [...]}`` when the
+    record's dataset, seed and each metric's value-relevant parameters (its defaults, the study
+    sizes, as score.py ran them) equal this run's; ``{"rows": [], "why": ...}`` when the record
+    exists but does not apply; None when there is no record (an installed package without the repo).
+    Values are read from the file, never computed or typed in here.
+    """
+    from harness import metrics as metrics_mod
+
+    record = _load_reference(path)
+    if record is None:
+        return None
+    metrics, params = evaluation.get("metrics") or {}, evaluation.get("params") or {}
+    dataset_class = (diag or {}).get("dataset_class")
+    why = None
+    if (evaluation["dataset"].get("name"), dataset_class) != _REFERENCE_DATASET:
+        why = "they were recorded on procedural dSprites only"
+    elif evaluation.get("seed") != record.get("seed"):
+        why = f"they were recorded with seed {html.escape(str(record.get('seed')))}, this run used {evaluation.get('seed')}"
+    rows, mismatched = [], []
+    if why is None:
+        for name, key in record["metrics"].items():
+            if name not in metrics or metrics[name].get(key) is None:
+                continue
+            try:
+                defaults = dict(metrics_mod.get(name).default_params)
+            except (KeyError, InputError):
+                continue
+            ran = {k: v for k, v in (params.get(name) or {}).items() if k not in _VALUE_NEUTRAL}
+            if ran != {k: v for k, v in defaults.items() if k not in _VALUE_NEUTRAL}:
+                mismatched.append(name)
+                continue
+            recorded = {}
+            for label, values in record["results"].items():
+                if isinstance(values, dict) and f"{name}.{key}" in values:
+                    recorded[str(label)] = (values[f"{name}.{key}"], values.get(f"{name}.{key}_ci95"))
+            if recorded:
+                rows.append((name, key, metrics[name][key], recorded))
+        if not rows:
+            why = ("they were recorded at the study sizes (each metric's default parameters); this run changed "
+                   + ", ".join(html.escape(m) for m in mismatched) if mismatched else
+                   "none of the recorded metrics (" + ", ".join(html.escape(str(m)) for m in record["metrics"])
+                   + ") ran here")
+    labels = list(dict.fromkeys(label for row in rows for label in row[3]))
+    return {"rows": rows, "labels": labels, "why": why, "record": record, "mismatched": mismatched}
+
+
+def _reference_block(evaluation: dict, diag: dict | None) -> str:
+    ref = reference_table(evaluation, diag)
+    if ref is None:
+        return ""
+    source = ("<code>submissions/example/scores.json</code>, written by <code>submissions/example/score.py</code> "
+              "(provenance in docs/baseline.md)")
+    if not ref["rows"]:
+        return (f'<p class="cap">No recorded reference row for this run: the repository records reference scores '
+                f"in {source}, and {ref['why']}.</p>")
+    head = ["metric", "key", "this run"] + [f"recorded: {label}" for label in ref["labels"]]
+    rows = []
+    for name, key, value, recorded in ref["rows"]:
+        cells = "".join(f"<td class=num>{_fmt(recorded[label][0])} {_interval(recorded[label][1])}</td>"
+                        if label in recorded else "<td></td>" for label in ref["labels"])
+        rows.append(f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(key)}</code></td>"
+                    f"<td class=num>{_fmt(value)}</td>{cells}</tr>")
+    rec = ref["record"]
+    described = ""
+    try:  # the example's own manifest says what it is (model, beta, steps)
+        import json
+
+        manifest = json.loads((REFERENCE_SCORES.parent / "submission.json").read_text(encoding="utf-8"))
+        if isinstance(manifest.get("description"), str):
+            described = f" ({html.escape(manifest['description'])})"
+    except (OSError, ValueError, AttributeError):
+        pass
+    return ("<h3>Reference (recorded, not computed in this run)</h3>" + _table(head, rows, "reference")
+            + f'<p class="cap">Read your numbers against these. They are the values recorded in {source} on '
+            f"{html.escape(str(rec.get('dataset', 'dSprites')))}, seed {html.escape(str(rec.get('seed')))}, with "
+            "each metric's study sizes, the same settings as this run: the example submission"
+            f"{described}, and the same encoder architecture with random weights "
+            "(<code>torch.manual_seed(0)</code>). They were computed by the harness's metric code "
+            "when the file was written, not by this run."
+            + (f" No reference for {', '.join(html.escape(m) for m in ref['mismatched'])}: this run changed its "
+               "parameters from the study sizes." if ref["mismatched"] else "") + "</p>")
+
+
 def _all_rows(evaluation: dict) -> list[str]:
     factor_names = evaluation["dataset"]["factor_names"]
     params = evaluation.get("params") or {}
@@ -419,6 +525,7 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
     for note in score_notes(evaluation, diag):
         parts.append(f'<div class="note">{note}</div>')
     parts.append(_interval_caption(evaluation, headline))
+    parts.append(_reference_block(evaluation, diag))
     parts.append("<details><summary>every value</summary>"
                  + _table(head, _all_rows(evaluation)) + "</details>")
     diag = diag or {}
