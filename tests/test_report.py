@@ -76,7 +76,7 @@ def test_report_is_valid_self_contained_html_whose_images_decode(scored):
     assert parser.errors == [] and parser.stack == []
     assert parser.external == []  # self-contained: nothing fetched
     images = _decode_all(parser.images)
-    assert len(images) == 4  # MI heatmap, Hinton diagram, response curves, montage
+    assert len(images) == 5  # MI heatmap, Hinton diagram, response curves, dimension traversal, montage
     assert all(img.size[0] > 100 and img.size[1] > 50 for img in images)
     assert "tiny &lt;b&gt;" in page  # names are escaped
     for name in headline:
@@ -354,3 +354,48 @@ def test_report_arrays_name_the_dataset_class(scored):
     assert arrays["dataset_class"] != PROCEDURAL["dataset_class"]
     dsprites = datasets.load("dsprites")  # the class the recorded reference was scored on
     assert f"{type(dsprites).__module__}.{type(dsprites).__qualname__}" == PROCEDURAL["dataset_class"]
+
+
+def test_dimension_traversal_has_one_row_per_capped_dimension_of_real_images():
+    """#18: per code dimension, the encoded observations at its 5th..95th percentiles, rendered by index;
+    at most 16 dimensions (the largest variance), one figure row each."""
+    from harness.evaluation.evaluate import TRAVERSAL_MAX_DIMS, TRAVERSAL_PERCENTILES, dimension_traversal
+    from harness.evaluation.report import dim_traversal_figure
+
+    ds = datasets.load("dummy")
+    rng = np.random.default_rng(0)
+    indices = np.sort(rng.choice(120, size=100, replace=False))
+    scale = np.arange(1, 21, dtype=float)[::-1].copy()
+    scale[[3, 17]] = [100.0, 50.0]  # z3 and z17 vary most; z16..z19 least (but z17)
+    codes = rng.standard_normal((100, 20)) * scale
+    t = dimension_traversal(ds, codes, indices, seed=0)
+    expected = np.sort(np.argsort(-codes.std(axis=0))[:TRAVERSAL_MAX_DIMS])
+    np.testing.assert_array_equal(t["dims"], expected)
+    assert 17 in t["dims"] and 19 not in t["dims"] and t["num_dims"] == 20
+    assert t["images"].shape == (TRAVERSAL_MAX_DIMS, len(TRAVERSAL_PERCENTILES), 16, 16, 1)
+    for r, j in enumerate(t["dims"]):
+        column = codes[:, j]
+        # each picked observation's code is the dimension's value at that percentile
+        want = np.sort(column)[np.round(np.array(TRAVERSAL_PERCENTILES) / 100 * 99).astype(int)]
+        np.testing.assert_array_equal(t["values"][r], want)
+        rows = np.searchsorted(indices, t["indices"][r])
+        np.testing.assert_array_equal(codes[rows, j], want)
+        assert np.all(np.diff(t["values"][r]) >= 0)
+    np.testing.assert_array_equal(t["images"].reshape(-1, 16, 16, 1), ds.observations(t["indices"].ravel()))
+    fig = dim_traversal_figure(t)
+    assert len(fig.axes) == TRAVERSAL_MAX_DIMS * len(TRAVERSAL_PERCENTILES)
+    labels = [ax.get_ylabel().split("\n")[0] for ax in fig.axes if ax.get_ylabel()]
+    assert labels == [f"z{j}" for j in t["dims"]]
+    # fewer dimensions than the cap: every one, and the report says nothing about a cap
+    t4 = dimension_traversal(ds, codes[:, :4], indices)
+    assert list(t4["dims"]) == [0, 1, 2, 3] and t4["images"].shape[0] == 4
+
+
+def test_report_shows_the_traversal_and_says_when_dimensions_are_capped(scored):
+    results, arrays, headline = scored
+    trav = arrays["dim_traversal"]
+    assert list(trav["dims"]) == [0, 1, 2, 3]  # the band encoder's 4 dims
+    page = render_report(results, [arrays], headline=headline)
+    assert "decoder-free traversal" in page and "largest variance" not in page
+    capped = dict(arrays, dim_traversal=dict(trav, num_dims=40))
+    assert "Showing the 4 of 40 dimensions with the largest variance" in render_report(results, [capped])

@@ -28,6 +28,10 @@ from harness.evaluation.results import environment, new_results, to_jsonable, wr
 #: rows used for the report's mutual-information matrix when MIG did not run (MIG's own sample size)
 _DIAG_ROWS = 10_000
 _MONTAGE_COLUMNS = 8
+#: the report's decoder-free traversal: images at these percentiles of each code dimension, for at
+#: most this many dimensions (the ones with the largest variance)
+TRAVERSAL_PERCENTILES = (5, 20, 35, 50, 65, 80, 95)
+TRAVERSAL_MAX_DIMS = 16
 
 
 # -- metrics: preset + names + params ----------------------------------------------------------
@@ -246,6 +250,7 @@ def _diagnostics(dataset, table, requests: dict, values: dict, seed: int) -> dic
         codes = np.concatenate([table.per_request[name] for name in requests])
         factors = dataset.index_to_factors(np.concatenate(
             [np.asarray(requests[name].indices, dtype=np.int64).ravel() for name in requests]))
+        indices = np.concatenate([np.asarray(requests[name].indices, dtype=np.int64).ravel() for name in requests])
     else:
         codes, indices = table.codes, table.indices
         factors = dataset.index_to_factors(indices)
@@ -270,6 +275,7 @@ def _diagnostics(dataset, table, requests: dict, values: dict, seed: int) -> dic
             rows_fv = table.codes[np.searchsorted(table.indices, np.asarray(fv.indices, dtype=np.int64).ravel()[:n])]
         if len(rows_fv) > 1:
             out["factor_vae_std"] = np.asarray(rows_fv, dtype=np.float64).std(axis=0, ddof=1)
+    out["dim_traversal"] = dimension_traversal(dataset, codes, indices, seed=seed)
     # the datasets' own traversal: it also handles labelled subsets (only existing combinations)
     rows = traversal_indices(dataset, max_columns=_MONTAGE_COLUMNS, rng=np.random.default_rng(seed))
     steps = max(len(indices) for _, _, indices in rows)
@@ -280,6 +286,32 @@ def _diagnostics(dataset, table, requests: dict, values: dict, seed: int) -> dic
             images[r, :len(indices)] = dataset.observations(indices, rng=np.random.default_rng(seed))
     out["montage"] = (images, [shown for _, shown, _ in rows])
     return out
+
+
+def dimension_traversal(dataset, codes: np.ndarray, indices: np.ndarray, *, seed: int = 0,
+                        percentiles=TRAVERSAL_PERCENTILES, max_dims: int = TRAVERSAL_MAX_DIMS) -> dict:
+    """Decoder-free traversal: per code dimension, the encoded observations whose code on that
+    dimension sits at ``percentiles`` of its values, rendered from the dataset by grid index.
+
+    ``codes[i]`` is the code of grid index ``indices[i]``. At most ``max_dims`` dimensions, those
+    with the largest variance, in dimension order. Returns ``{"dims", "std", "values" (dims x
+    percentiles), "indices", "images" (dims x percentiles x H x W x C), "percentiles",
+    "num_dims", "samples", "stochastic"}``.
+    """
+    codes = np.asarray(codes, dtype=np.float64)
+    indices = np.asarray(indices, dtype=np.int64)
+    n, d = codes.shape
+    std = codes.std(axis=0)
+    dims = np.sort(np.argsort(-std, kind="stable")[:max_dims])
+    pos = np.round(np.asarray(percentiles, dtype=np.float64) / 100.0 * (n - 1)).astype(np.int64)
+    rows = np.stack([np.argpartition(codes[:, j], pos)[pos] for j in dims]) if len(dims) else np.zeros((0, len(pos)), np.int64)
+    picked = indices[rows]
+    images = dataset.observations(picked.ravel(), rng=np.random.default_rng(seed)) if picked.size else \
+        np.zeros((0,) + tuple(dataset.observation_shape), dtype=np.uint8)
+    return {"dims": dims, "std": std[dims], "values": codes[rows, dims[:, None]] if len(dims) else np.zeros((0, len(pos))),
+            "indices": picked, "images": np.asarray(images).reshape(picked.shape + tuple(dataset.observation_shape)),
+            "percentiles": tuple(percentiles), "num_dims": d, "samples": n,
+            "stochastic": bool(getattr(dataset, "stochastic", False))}
 
 
 # -- sandboxed sessions -------------------------------------------------------------------------

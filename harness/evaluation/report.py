@@ -2,8 +2,9 @@
 
 Per dataset: the headline table with 95% intervals, every value, the mutual-information matrix
 (codes x factors) as a heatmap, the DCI importance matrix as a Hinton diagram, latent response
-curves (mean of each code dimension against each factor's values), a factor-traversal montage
-and the timing; then the environment. Figures use matplotlib's object API (no pyplot), so the
+curves (mean of each code dimension against each factor's values), a decoder-free traversal per
+code dimension (real images ordered along it), a factor-traversal montage and the timing; then
+the environment. Figures use matplotlib's object API (no pyplot), so the
 caller's backend is never touched.
 """
 
@@ -194,13 +195,41 @@ def montage(images: np.ndarray, factor_names, values) -> str:
             if c >= len(values[r]):  # factor has fewer values than columns
                 ax.set_frame_on(False)
                 continue
-            img = images[r, c]
-            if img.shape[-1] == 1:
-                ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            else:
-                ax.imshow(img, interpolation="nearest")
+            _show(ax, images[r, c])
             ax.set_title(str(int(values[r][c])), fontsize=6, pad=1)
     return _png(fig)
+
+
+def _show(ax, img):
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(img, interpolation="nearest")
+
+
+def dim_traversal_figure(traversal: dict):
+    """One row per code dimension: real images at increasing percentiles of that dimension's code."""
+    images = np.asarray(traversal["images"])
+    dims, values, std = traversal["dims"], np.asarray(traversal["values"]), np.asarray(traversal["std"])
+    rows, cols = images.shape[:2]
+    fig = _figure(1.7 + 0.9 * cols, 0.55 + 0.98 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            _show(ax, images[r, c])
+            top = f"{traversal['percentiles'][c]}th pct\n" if r == 0 else ""
+            ax.set_title(f"{top}{values[r, c]:.3g}", fontsize=7, pad=2)
+            if c == 0:
+                ax.set_ylabel(f"z{int(dims[r])}\nstd {std[r]:.2g}", rotation=0, ha="right", va="center", fontsize=8)
+    return fig
+
+
+def dim_traversal(traversal: dict) -> str:
+    return _png(dim_traversal_figure(traversal))
 
 
 _CSS = """
@@ -569,6 +598,21 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
                                      f"{diag.get('curve_samples', 0):,} encoded observations, z-scored per dimension. "
                                      "A dimension that tracks one factor rises or falls in that panel and stays flat in "
                                      "the others; what your encoder learned, without a decoder."))
+    trav = diag.get("dim_traversal")
+    if trav is not None and len(trav["dims"]):
+        pct = ", ".join(f"{q}th" for q in trav["percentiles"])
+        capped = (f" Showing the {len(trav['dims'])} of {trav['num_dims']} dimensions with the largest variance "
+                  "(in dimension order)." if len(trav["dims"]) < trav["num_dims"] else "")
+        fresh = (" On this stochastic dataset each image is a fresh render of the same grid point, so its nuisance "
+                 "(noise, colour) differs from the one that was encoded." if trav.get("stochastic") else "")
+        parts.append("<h3>What each code dimension responds to (decoder-free traversal)</h3>"
+                     + _figure_block(dim_traversal(trav), "decoder-free traversal per code dimension",
+                                     f"Each row is one code dimension: the real dataset images whose code on that "
+                                     f"dimension sits at the {pct} percentile of its values over the "
+                                     f"{trav['samples']:,} observations the evaluation encoded (the code value above "
+                                     "each image, the dimension's std at the left). What changes along a row is what "
+                                     "the dimension responds to, no decoder needed; a row where nothing changes "
+                                     f"systematically responds to nothing or to a mix.{capped}{fresh}"))
     if diag.get("montage") is not None:
         images, values = diag["montage"]
         parts.append("<h3>Dataset montage</h3>"
