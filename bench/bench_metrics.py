@@ -3,6 +3,8 @@
     python bench/bench_metrics.py                 # everything (disentanglement_lib's DCI: ~7 min)
     python bench/bench_metrics.py --skip-dlib-dci # without that one
     python bench/bench_metrics.py --dci-table 2000 --skip-dlib   # DCI lightgbm vs gbt per representation
+    python bench/bench_metrics.py --dci-table 600 2000 10000 --dci-families noisy,mixed --skip-dlib
+    python bench/bench_metrics.py --challenge-codes entangled quantized4 --skip-dlib
 
 Arrays: 10,000 train / 5,000 test samples, 10-dim codes, factors shaped like dSprites
 [3, 6, 40, 32, 32]. Wall and CPU seconds are printed: on a shared machine the wall time depends
@@ -141,13 +143,14 @@ def _dl_unsupervised_mi(dl, c):
     return mi.sum() / (c.shape[1] ** 2 - c.shape[1])
 
 
-def dci_table(n_train) -> None:
+def dci_table(n_train, families=DCI_FAMILIES) -> float:
     n_test = n_train // 2
     print(f"\n== DCI: lightgbm (default) vs gbt (disentanglement_lib's), {n_train}/{n_test} samples ==")
     print(f"{'representation':12s} {'D gbt':>7s} {'D lgbm':>7s} {'diff':>7s} {'C gbt':>7s} {'C lgbm':>7s} "
-          f"{'diff':>7s} {'gbt s':>7s} {'lgbm s':>7s}")
+          f"{'diff':>7s} {'gbt s':>7s} {'lgbm s':>7s} {'faster':>7s}")
     worst = 0.0
-    for kind in DCI_FAMILIES:
+    gbt_s = lgbm_s = 0.0
+    for kind in families:
         c, f, ct, ft = arrays(kind, n_train, n_test)
         with Timer() as t_gbt:
             gbt = metrics.dci(c, f, ct, ft, estimator="gbt", n_bootstrap=0, n_jobs=-1)
@@ -156,9 +159,12 @@ def dci_table(n_train) -> None:
         d, cc = gbt["disentanglement"], gbt["completeness"]
         dl_, cl = lgb["disentanglement"], lgb["completeness"]
         worst = max(worst, abs(dl_ - d), abs(cl - cc))
+        gbt_s, lgbm_s = gbt_s + t_gbt.wall, lgbm_s + t_lgb.wall
         print(f"{kind:12s} {d:7.3f} {dl_:7.3f} {dl_ - d:+7.3f} {cc:7.3f} {cl:7.3f} {cl - cc:+7.3f} "
-              f"{t_gbt.wall:7.1f} {t_lgb.wall:7.1f}", flush=True)
-    print(f"largest |lightgbm - gbt|: {worst:.3f} (goal <= 0.03)")
+              f"{t_gbt.wall:7.1f} {t_lgb.wall:7.1f} {t_gbt.wall / max(t_lgb.wall, 1e-9):6.1f}x", flush=True)
+    print(f"largest |lightgbm - gbt|: {worst:.3f} (goal <= 0.03); lightgbm {gbt_s / max(lgbm_s, 1e-9):.1f}x "
+          f"faster in all (wall)")
+    return worst
 
 
 def main() -> None:
@@ -168,15 +174,27 @@ def main() -> None:
     parser.add_argument("--skip-dlib", action="store_true", help="only our timings")
     parser.add_argument("--skip-dlib-dci", action="store_true", help="skip disentanglement_lib's DCI (~7 min)")
     parser.add_argument("--skip-challenge", action="store_true")
-    parser.add_argument("--dci-table", type=int, default=0, metavar="N",
-                        help="also compare DCI estimators per representation on N training samples")
+    parser.add_argument("--skip-side-by-side", action="store_true", help="skip the per-metric timings")
+    parser.add_argument("--dci-table", type=int, nargs="+", default=[], metavar="N",
+                        help="also compare DCI estimators per representation on N training samples (several N: "
+                             "one table each)")
+    parser.add_argument("--dci-families", default=",".join(DCI_FAMILIES),
+                        help="comma-separated representations for --dci-table (default: all)")
+    parser.add_argument("--challenge-codes", nargs="+", default=["entangled"], metavar="KIND",
+                        help="representations the challenge preset is timed on (default: entangled)")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()}")
     if not args.skip_challenge:
-        challenge_preset("entangled")
-    side_by_side(args.n_train, args.n_test, args.skip_dlib, args.skip_dlib_dci)
-    if args.dci_table:
-        dci_table(args.dci_table)
+        for kind in args.challenge_codes:
+            challenge_preset(kind)
+    if not args.skip_side_by_side:
+        side_by_side(args.n_train, args.n_test, args.skip_dlib, args.skip_dlib_dci)
+    families = [f for f in args.dci_families.split(",") if f]
+    unknown = sorted(set(families) - set(DCI_FAMILIES))
+    if unknown:
+        parser.error(f"unknown representation(s) {', '.join(unknown)}; known: {', '.join(DCI_FAMILIES)}")
+    for n_train in args.dci_table:
+        dci_table(n_train, families)
     print(f"load average at end: {os.getloadavg()}")
 
 
