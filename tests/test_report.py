@@ -24,12 +24,13 @@ class StrictParser(HTMLParser):
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.stack, self.errors, self.images, self.external = [], [], [], []
+        self.stack, self.errors, self.images, self.external, self.alts = [], [], [], [], []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "img":
             self.images.append(attrs.get("src", ""))
+            self.alts.append(attrs.get("alt", ""))
         for key in ("src", "href"):
             value = attrs.get(key)
             if value and not value.startswith(("data:", "#")):
@@ -149,6 +150,10 @@ def test_hinton_draws_the_dci_metrics_own_importance_matrix(scored):
     np.testing.assert_allclose(drawn, R, atol=1e-12)
     page = render_report(results, [arrays])
     assert "dci.importance_matrix" in page and "random forest" not in page
+    # from results.json alone (the service's report page): both matrices are still drawn
+    parser = StrictParser()
+    parser.feed(render_report(results))
+    assert [alt for alt in parser.alts] == ["mutual information heatmap", "importance Hinton diagram"]
 
 
 def test_mi_heatmap_is_migs_own_matrix_else_estimated_and_says_which(scored):
@@ -338,7 +343,7 @@ def test_reference_rows_are_the_recorded_scores_and_only_where_they_compare():
                                   (dict(_dsprites_evaluation(), seed=1), PROCEDURAL, "seed 0"),
                                   (_dsprites_evaluation(), {"dataset_class": "harness.datasets.files.NpzDataset"},
                                    "procedural dSprites"),
-                                  (_dsprites_evaluation(), None, "procedural dSprites")):
+                                  (_dsprites_evaluation(), None, "results.json alone")):
         ref = reference_table(evaluation, diag)
         assert ref["rows"] == [] and why in ref["why"]
     ref = reference_table(_dsprites_evaluation(factor_vae={"num_train": 500}), PROCEDURAL)
@@ -399,3 +404,19 @@ def test_report_shows_the_traversal_and_says_when_dimensions_are_capped(scored):
     assert "decoder-free traversal" in page and "largest variance" not in page
     capped = dict(arrays, dim_traversal=dict(trav, num_dims=40))
     assert "Showing the 4 of 40 dimensions with the largest variance" in render_report(results, [capped])
+
+
+def test_traversal_on_a_stochastic_dataset_says_its_images_are_fresh_renders():
+    ds = datasets.load("noisy_dsprites")
+    w = np.random.default_rng(0).standard_normal((int(np.prod(ds.observation_shape)), 3)).astype(np.float32) / 64
+
+    def encode(images):
+        return np.asarray(images, dtype=np.float32).reshape(len(images), -1) / 255.0 @ w
+
+    specs = resolve_metrics(None, ["mig"], {"mig": SMALL["mig"]})
+    entry, arrays = run_dataset(ds, specs, encode, seed=0)
+    trav = arrays["dim_traversal"]
+    assert trav["stochastic"] and trav["images"].shape[:2] == (3, 7) and trav["samples"] == 500
+    results = dict(new_results({"name": "x", "format": "onnx", "sha256": "0" * 64}), evaluations=[entry],
+                   environment={})
+    assert "fresh render of the same grid point" in render_report(results, [arrays])

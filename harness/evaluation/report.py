@@ -212,7 +212,7 @@ def dim_traversal_figure(traversal: dict):
     images = np.asarray(traversal["images"])
     dims, values, std = traversal["dims"], np.asarray(traversal["values"]), np.asarray(traversal["std"])
     rows, cols = images.shape[:2]
-    fig = _figure(1.7 + 0.9 * cols, 0.55 + 0.98 * rows)
+    fig = _figure(1.5 + 0.78 * cols, 0.5 + 0.84 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)
     for r in range(rows):
@@ -239,7 +239,7 @@ h1{font-size:26px;margin:0 0 4px} h2{font-size:20px;margin:36px 0 8px;padding-to
 h3{font-size:16px;margin:22px 0 6px} .sub{color:#666;margin:0 0 16px}
 table{border-collapse:collapse;margin:8px 0 12px;font-variant-numeric:tabular-nums}
 th,td{padding:4px 14px 4px 0;text-align:left;border-bottom:1px solid #eee;vertical-align:top} th{color:#555;font-weight:600}
-td.num{text-align:right;font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
+td.num{text-align:right;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;white-space:nowrap}
 .headline td.num:first-of-type{font-weight:700}
 .status-ok{color:#0a7d32;font-weight:700} .status-failed{color:#b00020;font-weight:700}
 .failure{background:#fff1f1;border-left:4px solid #b00020;padding:10px 14px;margin:12px 0}
@@ -262,6 +262,14 @@ def _fmt(value, digits: int = 3) -> str:
     except (TypeError, ValueError):
         return html.escape(str(value))
     return "n/a" if not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _count(value) -> str:
+    """An integer with thousands separators (escaped text otherwise)."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return html.escape(str(value))
 
 
 def _interval(ci) -> str:
@@ -441,8 +449,13 @@ def reference_table(evaluation: dict, diag: dict | None, path=None) -> dict | No
     metrics, params = evaluation.get("metrics") or {}, evaluation.get("params") or {}
     dataset_class = (diag or {}).get("dataset_class")
     why = None
-    if (evaluation["dataset"].get("name"), dataset_class) != _REFERENCE_DATASET:
+    if evaluation["dataset"].get("name") != _REFERENCE_DATASET[0]:
         why = "they were recorded on procedural dSprites only"
+    elif dataset_class is None:
+        why = ("this page was drawn from results.json alone, which does not say whether this dSprites is the "
+               "procedural one they were recorded on")
+    elif dataset_class != _REFERENCE_DATASET[1]:
+        why = "they were recorded on procedural dSprites only, and this is another dataset of that name"
     elif evaluation.get("seed") != record.get("seed"):
         why = f"they were recorded with seed {html.escape(str(record.get('seed')))}, this run used {evaluation.get('seed')}"
     rows, mismatched = [], []
@@ -551,9 +564,9 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
     parts.append("<h3>Scores</h3>")
     head = ["metric", "key", "score", "95% interval", "interval resamples"]
     parts.append(_table(head, _headline_rows(evaluation, headline), "headline"))
+    parts.append(_interval_caption(evaluation, headline))
     for note in score_notes(evaluation, diag):
         parts.append(f'<div class="note">{note}</div>')
-    parts.append(_interval_caption(evaluation, headline))
     parts.append(_reference_block(evaluation, diag))
     parts.append("<details><summary>every value</summary>"
                  + _table(head, _all_rows(evaluation)) + "</details>")
@@ -567,10 +580,10 @@ def _evaluation_section(evaluation: dict, diag: dict | None, headline: dict) -> 
                 mp = params.get("mig") or {}
                 where = (f"MIG's own matrix (results.json <code>mig.mutual_info_matrix</code> / "
                          f"<code>entropy_per_factor</code>), from its sample of "
-                         f"{_fmt(mp.get('num_train', 'its'))} observations, {_fmt(mp.get('num_bins', 20))} bins per code")
+                         f"{_count(mp.get('num_train'))} observations, {_count(mp.get('num_bins', 20))} bins per code")
             else:
                 where = (f"MIG did not run, so the report estimated it with MIG's estimator (20 bins per code) on "
-                         f"{_fmt(diag.get('mi_samples', 0))} observations the evaluation had encoded")
+                         f"{_count(diag.get('mi_samples', 0))} observations the evaluation had encoded")
             parts.append("<div><h3>Mutual information, codes &times; factors</h3>"
                          + _figure_block(mi_heatmap(src["mi"], names, src["entropies"]), "mutual information heatmap",
                                          "Discretized MI between each code dimension and each factor divided by the "
