@@ -11,6 +11,7 @@ import functools
 import importlib
 import json
 import logging
+import warnings
 import sys
 
 import click
@@ -105,6 +106,13 @@ def _param_option(*, per_metric: bool, help: str):
 def cli():
     """Grade learned representations for disentanglement (NeurIPS 2019 challenge metrics)."""
     _quiet_third_party()
+    warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the user reads it: one line, without the source location (which is ours or a
+    library's, never the user's)."""
+    return f"WARNING: {message}\n"
 
 
 def _quiet_third_party():

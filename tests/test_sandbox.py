@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,14 +99,22 @@ def test_docker_backend_without_its_image_is_an_infra_error(good, monkeypatch):
     assert info.value.kind == "infra_error"
 
 
-def test_backend_none_is_loudly_unsandboxed(good, capsys):
+def test_backend_none_is_loudly_unsandboxed(good):
     x = hostile.images(4)
     with pytest.warns(UserWarning, match="UNSANDBOXED"):
         with open_encoder(load(good), backend="none") as enc:
             codes = enc.encode(x)
             assert enc.layers == [] and any("UNSANDBOXED" in n for n in enc.notes)
-    assert "UNSANDBOXED" in capsys.readouterr().err
     np.testing.assert_allclose(codes, hostile.expected_codes(x), atol=1e-4)
+
+
+def test_the_cli_says_unsandboxed_once_in_one_line(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "harness", "evaluate", str(repo / "submissions" / "example"),
+                          "--dataset", "dummy", "--sandbox", "none", "--metric", "mig", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=300)
+    lines = [line for line in res.stderr.splitlines() if "UNSANDBOXED" in line]
+    assert len(lines) == 1 and lines[0].startswith("WARNING: UNSANDBOXED"), res.stderr
 
 
 @pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap not usable here")

@@ -528,35 +528,3 @@ def default_out_dir(submission_path, *, parent=None) -> Path:
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
-
-
-def parse_params(items) -> dict:
-    """``["factor_vae.num_train=2000", ...]`` -> ``{"factor_vae": {"num_train": 2000}}`` (values parsed as JSON
-    when they parse, else kept as strings)."""
-    import json
-
-    out: dict = {}
-    for item in items or ():
-        key, sep, raw = str(item).partition("=")
-        metric, dot, name = key.partition(".")
-        if not sep or not dot or not metric or not name:
-            raise InputError(f"bad --param {item!r}: write METRIC.NAME=VALUE, e.g. factor_vae.num_train=2000")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
-        out.setdefault(metric.strip(), {})[name.strip()] = value
-    return out
-
-
-def limits_from(time_limit: float | None = None, memory_limit: int | None = None):
-    """Sandbox limits from the CLI's ``--time-limit`` (seconds to load, and per encode call) and
-    ``--memory-limit`` (MB); None when neither is given (the sandbox's defaults)."""
-    if time_limit is None and memory_limit is None:
-        return None
-    fields = {}
-    if time_limit is not None:
-        fields["wall_seconds"] = float(time_limit)
-    if memory_limit is not None:
-        fields["memory_mb"] = int(memory_limit)
-    return fields

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import sys
 import threading
 import time
 import warnings
@@ -186,8 +185,7 @@ class EncoderSession:
             raise SubmissionFailure("invalid_submission", f"latent_dim {sub.latent_dim} is over this grader's cap "
                                     f"of {self.limits.max_latent_dim} (the challenge sets it)")
         if self.backend_name == "none":
-            warnings.warn(UNSANDBOXED_NOTE, stacklevel=3)
-            print(f"WARNING: {UNSANDBOXED_NOTE}", file=sys.stderr)
+            warnings.warn(UNSANDBOXED_NOTE, stacklevel=3)  # the CLI shows it as one line (harness.cli)
             self.notes.append(UNSANDBOXED_NOTE)
         backend = BACKENDS[self.backend_name]()
         ok, why = backend.available()
