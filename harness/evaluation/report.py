@@ -182,14 +182,10 @@ def montage(images: np.ndarray, factor_names, values) -> str:
     """Rows of a factor traversal: row k sweeps factor k, the other factors fixed."""
     images = np.asarray(images)
     k, steps = images.shape[:2]
-    fig = _figure(1.6 + 0.8 * steps, 0.25 + 0.8 * k)
-    axes = fig.subplots(k, steps, squeeze=False)
-    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)
+    fig, axes = _image_grid(k, steps, 1.6 + 0.8 * steps, 0.25 + 0.8 * k)
     for r in range(k):
         for c in range(steps):
             ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(factor_names[r], rotation=0, ha="right", va="center", fontsize=8)
             if c >= len(values[r]):  # factor has fewer values than columns
@@ -198,6 +194,17 @@ def montage(images: np.ndarray, factor_names, values) -> str:
             _show(ax, images[r, c])
             ax.set_title(str(int(values[r][c])), fontsize=6, pad=1)
     return _png(fig)
+
+
+def _image_grid(rows: int, cols: int, width: float, height: float):
+    """A figure of ``rows`` x ``cols`` image cells, tightly packed, without ticks."""
+    fig = _figure(width, height)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
 
 
 def _show(ax, img):
@@ -212,14 +219,10 @@ def dim_traversal_figure(traversal: dict):
     images = np.asarray(traversal["images"])
     dims, values, std = traversal["dims"], np.asarray(traversal["values"]), np.asarray(traversal["std"])
     rows, cols = images.shape[:2]
-    fig = _figure(1.5 + 0.78 * cols, 0.5 + 0.84 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)
+    fig, axes = _image_grid(rows, cols, 1.5 + 0.78 * cols, 0.5 + 0.84 * rows)
     for r in range(rows):
         for c in range(cols):
             ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
             _show(ax, images[r, c])
             top = f"{traversal['percentiles'][c]}th pct\n" if r == 0 else ""
             ax.set_title(f"{top}{values[r, c]:.3g}", fontsize=7, pad=2)
