@@ -4,6 +4,7 @@
     python bench/bench_metrics.py --skip-dlib-dci # without that one
     python bench/bench_metrics.py --dci-table 2000 --skip-dlib   # DCI lightgbm vs gbt per representation
     python bench/bench_metrics.py --dci-table 600 2000 10000 --dci-families noisy,mixed --skip-dlib
+    python bench/bench_metrics.py --skip-challenge --skip-side-by-side --dci-table 10000 --gbt-cache gbt.json
     python bench/bench_metrics.py --challenge-codes entangled quantized4 --skip-dlib
 
 Arrays: 10,000 train / 5,000 test samples, 10-dim codes, factors shaped like dSprites
@@ -14,9 +15,11 @@ on the load, which the script reports.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -143,7 +146,21 @@ def _dl_unsupervised_mi(dl, c):
     return mi.sum() / (c.shape[1] ** 2 - c.shape[1])
 
 
-def dci_table(n_train, families=DCI_FAMILIES) -> float:
+def _gbt(kind, n_train, data, cache_path):
+    """disentanglement_lib's estimator on these arrays: (D, C, wall s), read from ``cache_path`` (JSON,
+    "kind:n" -> [D, C, s], written by an earlier run of this script) or computed and recorded there."""
+    key = f"{kind}:{n_train}"
+    cache = json.loads(Path(cache_path).read_text()) if cache_path and Path(cache_path).exists() else {}
+    if key not in cache:
+        with Timer() as t_gbt:
+            gbt = metrics.dci(*data, estimator="gbt", n_bootstrap=0, n_jobs=-1)
+        cache[key] = [gbt["disentanglement"], gbt["completeness"], t_gbt.wall]
+        if cache_path:
+            Path(cache_path).write_text(json.dumps(cache, indent=1))
+    return cache[key]
+
+
+def dci_table(n_train, families=DCI_FAMILIES, gbt_cache=None) -> float:
     n_test = n_train // 2
     print(f"\n== DCI: lightgbm (default) vs gbt (disentanglement_lib's), {n_train}/{n_test} samples ==")
     print(f"{'representation':12s} {'D gbt':>7s} {'D lgbm':>7s} {'diff':>7s} {'C gbt':>7s} {'C lgbm':>7s} "
@@ -151,17 +168,15 @@ def dci_table(n_train, families=DCI_FAMILIES) -> float:
     worst = 0.0
     gbt_s = lgbm_s = 0.0
     for kind in families:
-        c, f, ct, ft = arrays(kind, n_train, n_test)
-        with Timer() as t_gbt:
-            gbt = metrics.dci(c, f, ct, ft, estimator="gbt", n_bootstrap=0, n_jobs=-1)
+        data = arrays(kind, n_train, n_test)
+        d, cc, gbt_wall = _gbt(kind, n_train, data, gbt_cache)
         with Timer() as t_lgb:
-            lgb = metrics.dci(c, f, ct, ft, estimator="lightgbm", n_bootstrap=0, n_jobs=-1)
-        d, cc = gbt["disentanglement"], gbt["completeness"]
+            lgb = metrics.dci(*data, estimator="lightgbm", n_bootstrap=0, n_jobs=-1)
         dl_, cl = lgb["disentanglement"], lgb["completeness"]
         worst = max(worst, abs(dl_ - d), abs(cl - cc))
-        gbt_s, lgbm_s = gbt_s + t_gbt.wall, lgbm_s + t_lgb.wall
+        gbt_s, lgbm_s = gbt_s + gbt_wall, lgbm_s + t_lgb.wall
         print(f"{kind:12s} {d:7.3f} {dl_:7.3f} {dl_ - d:+7.3f} {cc:7.3f} {cl:7.3f} {cl - cc:+7.3f} "
-              f"{t_gbt.wall:7.1f} {t_lgb.wall:7.1f} {t_gbt.wall / max(t_lgb.wall, 1e-9):6.1f}x", flush=True)
+              f"{gbt_wall:7.1f} {t_lgb.wall:7.1f} {gbt_wall / max(t_lgb.wall, 1e-9):6.1f}x", flush=True)
     print(f"largest |lightgbm - gbt|: {worst:.3f} (goal <= 0.03); lightgbm {gbt_s / max(lgbm_s, 1e-9):.1f}x "
           f"faster in all (wall)")
     return worst
@@ -180,6 +195,9 @@ def main() -> None:
                              "one table each)")
     parser.add_argument("--dci-families", default=",".join(DCI_FAMILIES),
                         help="comma-separated representations for --dci-table (default: all)")
+    parser.add_argument("--gbt-cache", metavar="FILE",
+                        help="--dci-table: read gbt's results from FILE where recorded, record the rest there "
+                             "(gbt takes 2-4 min per representation at 10,000 points)")
     parser.add_argument("--challenge-codes", nargs="+", default=["entangled"], metavar="KIND",
                         help="representations the challenge preset is timed on (default: entangled)")
     args = parser.parse_args()
@@ -194,7 +212,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown representation(s) {', '.join(unknown)}; known: {', '.join(DCI_FAMILIES)}")
     for n_train in args.dci_table:
-        dci_table(n_train, families)
+        dci_table(n_train, families, args.gbt_cache)
     print(f"load average at end: {os.getloadavg()}")
 
 
