@@ -500,6 +500,22 @@ def test_flatness_of_straight_bent_and_frozen_codes():
     assert frozen["flatness"] == 0.0
 
 
+def test_flatness_on_a_labelled_subset_says_it_needs_the_full_grid(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    out = tmp_path / "subset.h5"
+    assert CliRunner().invoke(cli, ["datasets", "export", "dsprites", "--out", str(out), "--subset", "300",
+                                    "--seed", "4"]).exit_code == 0
+    subset = datasets.load(str(out))
+    with pytest.raises(ValueError, match="labelled subset: leave flatness out"):
+        metrics.get("flatness").sample(subset, seed=0, repeats=2)
+    request = metrics.get("z_max_var").sample(subset, seed=0, num_train=20, num_eval=10, batch_size=4,
+                                               num_variance_estimate=20)  # every factor but one fixed: rows exist
+    assert len(request.indices) == 20 + 30 * 4
+
+
 def test_stochastic_dataset_request_renders_the_same_in_chunks():
     dataset = datasets.load("noisy_dsprites")
     request = metrics.get("mig").sample(dataset, seed=0, num_train=24)

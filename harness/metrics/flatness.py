@@ -18,6 +18,9 @@ def sample_flatness(dataset, *, seed: int, repeats: int = DEFAULT_REPEATS) -> Ob
     """Per factor f and repeat: the other factors drawn at random, f over all its values in order.
     Rows: factor 0's ``repeats`` traversals, then factor 1's, ..."""
     repeats = check_positive_int(repeats, "repeats")
+    if not getattr(dataset, "full_grid", True):
+        raise ValueError("flatness traverses every value of each factor with the others fixed, which needs "
+                         "every factor combination; this dataset is a labelled subset: leave flatness out")
     rng, observation_seed = request_rngs(seed)
     sizes = [int(s) for s in dataset.factor_sizes]
     blocks = []
