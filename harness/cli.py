@@ -11,8 +11,8 @@ import functools
 import importlib
 import json
 import logging
-import warnings
 import sys
+import warnings
 
 import click
 
