@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from harness.datasets.base import ANY, DEFAULT_SEED, GridDataset, GroundTruthDataset
-from harness.datasets.registry import load, names, register
+from harness.datasets.registry import DatasetInfo, describe, load, names, register
 
-__all__ = ["ANY", "DEFAULT_SEED", "GroundTruthDataset", "GridDataset", "load", "names", "register"]
+__all__ = ["ANY", "DEFAULT_SEED", "DatasetInfo", "GroundTruthDataset", "GridDataset", "describe", "load", "names",
+           "register"]

@@ -268,3 +268,26 @@ class ScreamDSprites(_StochasticDSprites):
         background = ((crops + color + 1) >> 1).astype(np.uint8)
         background[masks] = 255 - background[masks]
         return background
+
+
+class DSpritesNoShape(DSprites):
+    """dSprites with shape as a nuisance: factors scale 6, orientation 40, posX 32, posY 32.
+
+    As disentanglement_lib's ``dsprites_noshape`` (Locatello et al. 2019: ``DSprites`` with
+    latent factor indices [2, 3, 4, 5]): 245,760 grid points, and each observation's shape is drawn
+    uniformly from the three per sample. One raw 64-bit word per sample, drawn as one block per
+    call (the randomness contract of ``_StochasticDSprites``), so chunked rendering equals one call.
+    """
+
+    name = "dsprites_noshape"
+    factor_names = ["scale", "orientation", "posX", "posY"]
+    factor_sizes = [6, 40, 32, 32]
+    stochastic = True
+    source = "procedural (after Locatello et al. 2019)"
+    montage_base = (5, 0, 16, 16)
+
+    def render(self, factors: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        factors = np.asarray(factors, dtype=np.int64).reshape(-1, 4)
+        words = as_generator(rng).integers(0, 2**64, size=len(factors), dtype=np.uint64)
+        shape = (words % np.uint64(len(SHAPES))).astype(np.int64)
+        return self.binary(np.column_stack([shape, factors]))[..., None]
