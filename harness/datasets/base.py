@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -42,6 +43,11 @@ DEFAULT_SEED = 0
 
 #: Value in a factor array passed to ``index_of_factors`` meaning "any value of this factor".
 ANY = -1
+
+
+def cache_dir() -> str:
+    """The folder for files derived once and reused: ``$HARNESS_CACHE``, else ``~/.cache/harness``."""
+    return os.environ.get("HARNESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "harness")
 
 
 def as_generator(rng: np.random.Generator | None) -> np.random.Generator:
