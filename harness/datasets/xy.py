@@ -32,13 +32,23 @@ _HUES = np.array([[255, 0, 0], [255, 255, 0], [0, 255, 0], [0, 255, 255], [0, 0,
 RAINBOW_4 = np.concatenate([_HUES * k // 4 for k in range(1, 5)]).astype(np.uint8)  # (24, 3)
 
 
-def _box_masks(top: np.ndarray, left: np.ndarray, size) -> np.ndarray:
-    """bool (n, 64, 64): True inside the axis-aligned square [top, top+size) x [left, left+size)."""
-    span = np.arange(CANVAS)
-    size = np.asarray(size)[..., None] if np.ndim(size) else size
-    rows = (span >= top[:, None]) & (span < top[:, None] + size)
-    cols = (span >= left[:, None]) & (span < left[:, None] + size)
-    return rows[:, :, None] & cols[:, None, :]
+def _paste(out: np.ndarray, top: np.ndarray, left: np.ndarray, size: int, values, channel=slice(None)) -> None:
+    """Write ``values`` (a scalar, or (n, size, size[, C]) patches) into the size x size squares of
+    ``out`` (n, 64, 64, C) at per-image corners, in one fancy-indexed assignment: only the patch
+    pixels are touched, not whole canvases."""
+    span = np.arange(size)
+    rows = (top[:, None] + span)[:, :, None]
+    cols = (left[:, None] + span)[:, None, :]
+    out[np.arange(len(top))[:, None, None], rows, cols, channel] = values
+
+
+def _inset_squares(sides, cell: int) -> np.ndarray:
+    """uint8 (len(sides), cell, cell, 1): 1 inside a square of each side, inset (cell - side) // 2."""
+    masks = np.zeros((len(sides), cell, cell, 1), dtype=np.uint8)
+    for k, side in enumerate(sides):
+        inset = (cell - side) // 2
+        masks[k, inset : inset + side, inset : inset + side] = 1
+    return masks
 
 
 class XYObject(GridDataset):
@@ -59,13 +69,15 @@ class XYObject(GridDataset):
 
     _SPACING = 2
     _SIDES = np.arange(7, 16, 2)
+    _CELL = 15  # the largest side: every scale is drawn inside the same cell
+    _MASKS = _inset_squares(_SIDES, _CELL)
 
     def render(self, factors: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         x, y, scale, color = np.asarray(factors, dtype=np.int64).reshape(-1, 4).T
-        side = self._SIDES[scale]
-        inset = (self._SIDES[-1] - side) // 2
-        masks = _box_masks(self._SPACING * y + inset, self._SPACING * x + inset, side)
-        return masks[..., None] * RAINBOW_4[color][:, None, None, :]
+        out = np.zeros((len(x), CANVAS, CANVAS, 3), dtype=np.uint8)
+        cells = self._MASKS[scale] * RAINBOW_4[color][:, None, None, :]  # (n, 15, 15, 3)
+        _paste(out, self._SPACING * y, self._SPACING * x, self._CELL, cells)
+        return out
 
 
 class XYSquares(GridDataset):
@@ -97,10 +109,9 @@ class XYSquares(GridDataset):
 
     def render(self, factors: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         corners = self._offset + self.grid_spacing * np.asarray(factors, dtype=np.int64).reshape(-1, 3, 2)
-        out = np.empty((len(corners), CANVAS, CANVAS, 3), dtype=np.uint8)
+        out = np.zeros((len(corners), CANVAS, CANVAS, 3), dtype=np.uint8)
         for channel in range(3):
-            x, y = corners[:, channel, 0], corners[:, channel, 1]
-            np.multiply(_box_masks(y, x, self.square_size), 255, out=out[..., channel], casting="unsafe")
+            _paste(out, corners[:, channel, 1], corners[:, channel, 0], self.square_size, 255, channel)
         return out
 
 
