@@ -89,7 +89,8 @@ def test_missing_required_option():
         return Bands()
 
     datasets.register("reg_folder", from_folder)
-    with pytest.raises(InputError, match="'reg_folder': missing required option 'folder'; accepted options: folder, size"):
+    expected = "'reg_folder': missing required option 'folder'; accepted options: folder, size"
+    with pytest.raises(InputError, match=expected):
         datasets.load("reg_folder")
     assert isinstance(datasets.load("reg_folder", folder="x"), Bands)
 

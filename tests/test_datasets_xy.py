@@ -56,7 +56,7 @@ def test_every_factor_changes_the_image(dataset):
             changed[:, k] = (base[:, k] + rng.integers(1, size, size=len(base))) % size
         after = dataset.observations(dataset.factors_to_index(changed), np.random.default_rng(9))
         differs = (after != before).reshape(len(base), -1).any(axis=1)
-        assert differs.all(), f"{dataset.name}: factor {dataset.factor_names[k]} left {np.sum(~differs)} images unchanged"
+        assert differs.all(), f"{dataset.factor_names[k]} left {np.sum(~differs)} images unchanged"
 
 
 def test_deterministic_across_batch_compositions():

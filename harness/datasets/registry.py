@@ -177,4 +177,6 @@ def _check_options(name: str, make: Callable, options: dict) -> None:
                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if missing:
         plural = "s" if len(missing) > 1 else ""
-        raise InputError(f"dataset {name!r}: missing required option{plural} {', '.join(map(repr, missing))}; {listing}")
+        raise InputError(
+            f"dataset {name!r}: missing required option{plural} {', '.join(map(repr, missing))}; {listing}"
+        )
