@@ -16,6 +16,7 @@ from harness.metrics.med import med
 from harness.metrics.mig import dcimig, jemmig, mig, mig_sup
 from harness.metrics.modularity import modularity_explicitness
 from harness.metrics.registry import PRESETS, MetricSpec, get, names, preset, presets
+from harness.metrics.readout import generalization_readout
 from harness.metrics.request import ObservationRequest, encode_request
 from harness.metrics.regression import regression_informativeness
 from harness.metrics.sap import sap
@@ -23,6 +24,6 @@ from harness.metrics.unsupervised import unsupervised
 
 __all__ = [
     "MetricSpec", "ObservationRequest", "PRESETS", "beta_vae", "dci", "dci_es", "dcimig", "downstream", "encode_request",
-    "factor_vae", "flatness", "get", "infomec", "irs", "jemmig", "mcc", "med", "mig", "mig_sup", "modularity_explicitness", "names",
+    "factor_vae", "flatness", "generalization_readout", "get", "infomec", "irs", "jemmig", "mcc", "med", "mig", "mig_sup", "modularity_explicitness", "names",
     "preset", "presets", "regression_informativeness", "sap", "unsupervised", "z_max_var",
 ]

@@ -28,12 +28,15 @@ from harness.metrics.flatness import sample_flatness as _sample_flatness
 from harness.metrics.flatness import score_flatness as _score_flatness
 from harness.metrics.infomec import infomec as _infomec
 from harness.metrics.irs import irs as _irs
+from harness.datasets import splits as _splits
 from harness.metrics.mcc import CORRELATIONS as _MCC_CORRELATIONS
 from harness.metrics.mcc import mcc as _mcc
 from harness.metrics.med import med as _med
 from harness.metrics.regression import CATEGORICAL_FACTORS as _CATEGORICAL_FACTORS
 from harness.metrics.regression import PREDICTORS as _REGRESSION_PREDICTORS
 from harness.metrics.regression import regression_informativeness as _regression_informativeness
+from harness.metrics.readout import PREDICTORS as _READOUT_PREDICTORS
+from harness.metrics.readout import generalization_readout as _generalization_readout
 from harness.metrics.mig import dcimig as _dcimig
 from harness.metrics.mig import jemmig as _jemmig
 from harness.metrics.mig import mig as _mig
@@ -111,6 +114,23 @@ class Names:
                 isinstance(v, str) and 0 < len(v) <= 100 for v in value):
             return None
         return "must be a list of at most 64 factor names"
+
+
+@dataclass(frozen=True)
+class SplitParam:
+    """A generalization split: a built-in name (harness.datasets.splits.BUILTIN) or a split table
+    (checked here for its form; its factors and values are checked on the dataset when planning)."""
+
+    def problem(self, value) -> str | None:
+        if isinstance(value, _splits.Split) or (isinstance(value, str) and value in _splits.BUILTIN):
+            return None
+        if isinstance(value, dict):
+            try:
+                _splits.parse_split(value)
+            except InputError as exc:
+                return "table" + str(exc).removeprefix("split")
+            return None
+        return f"must be a built-in split ({', '.join(_splits.BUILTIN)}) or a split table"
 
 
 # The same name means the same thing in every metric; a metric's own choices go in its spec.
@@ -524,3 +544,57 @@ register(MetricSpec(
     citation="Michlo, 2021. The flatness metric of disent (github.com/nmichlo/disent), from "
              "github.com/nmichlo/msc-research.",
     sample_fn=_sample_flatness, score_fn=_score_flatness))
+
+
+# The in-distribution test points of `generalization` come from this share of the split's training
+# part, set apart at random (from the metric's seed) before the fitted points are drawn from the rest.
+IID_SHARE = 0.2
+
+
+def _sample_generalization(dataset, *, seed: int, split="extrapolation", num_train: int = NUM_TRAIN,
+                           num_iid: int = NUM_TEST, num_test: int = NUM_TEST,
+                           categorical_factors=_CATEGORICAL_FACTORS) -> ObservationRequest:
+    """Rows: ``num_train`` fitted points and ``num_iid`` in-distribution test points from the split's
+    training part (disjoint shares of it), then ``num_test`` points of its held-out part; each draw
+    distinct where its share holds enough points."""
+    resolved = _splits.resolve_split(split, dataset)
+    train, held_out = resolved.parts(dataset)
+    if len(train) < 2:
+        raise InputError(f"metric generalization: split {resolved.name!r} leaves {len(train)} training point(s) "
+                         f"on {dataset.name}; it needs two (one to fit, one to test in distribution)")
+    rng, observation_seed = request_rngs(seed)
+    order = rng.permutation(len(train))
+    n_iid = min(len(train) - 1, max(1, round(IID_SHARE * len(train))))
+    iid_pool, fit_pool = np.sort(train[order[:n_iid]]), np.sort(train[order[n_iid:]])
+    indices = np.concatenate([_splits.draw(fit_pool, num_train, rng), _splits.draw(iid_pool, num_iid, rng),
+                              _splits.draw(held_out, num_test, rng)])
+    return ObservationRequest(
+        metric="generalization", indices=indices, observation_seed=observation_seed,
+        factors=np.asarray(dataset.index_to_factors(indices), dtype=np.int64),
+        structure={"num_train": num_train, "num_iid": num_iid, "num_test": num_test, "split": resolved.to_dict(),
+                   "held_out_fraction": len(held_out) / (len(train) + len(held_out)),
+                   "categorical": [k for k, name in enumerate(dataset.factor_names)
+                                   if name in set(categorical_factors)]})
+
+
+def _score_generalization(request, codes, *, seed, predictor="mlp", n_bootstrap=_bootstrap.DEFAULT_N_BOOTSTRAP):
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or len(codes) != len(request.indices):
+        raise ValueError(f"codes: expected {len(request.indices)} rows (one per request index), got shape "
+                         f"{codes.shape}")
+    a = request.structure["num_train"]
+    b = a + request.structure["num_iid"]
+    f = request.factors
+    out = _generalization_readout(codes[:a], f[:a], codes[b:], f[b:], codes[a:b], f[a:b], predictor=predictor,
+                                  categorical=request.structure["categorical"], n_bootstrap=n_bootstrap, seed=seed)
+    return {**out, "held_out_fraction": float(request.structure["held_out_fraction"])}
+
+
+register(MetricSpec(
+    name="generalization", values=("r2_held_out", "r2_iid", "held_out_fraction"),
+    intervals=("r2_held_out", "r2_iid"), extras=("r2_held_out_per_factor", "r2_iid_per_factor"),
+    headline=("r2_held_out", "r2_iid"), presets=("full",),
+    citation="Schott, von Kuegelgen, Traeuble, Gehler, Russell, Bethge, Schoelkopf, Locatello and Brendel, 2022. "
+             "Visual Representation Learning Does Not Generalize Strongly Within the Same Domain. ICLR.",
+    choices={"split": SplitParam(), "predictor": Options(_READOUT_PREDICTORS), "num_iid": Interval(int, 1)},
+    sample_fn=_sample_generalization, score_fn=_score_generalization))
