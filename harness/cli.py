@@ -154,7 +154,7 @@ def datasets_list():
         shape = "x".join(str(d) for d in ds.observation_shape)
         kind = "stochastic" if ds.stochastic else "deterministic"
         _echo(f"{name:16s} {ds.num_observations:>9,d} images {shape:8s} {kind:13s} {factors}  [{ds.source}]")
-    _echo("files: original dSprites .npz, MPI3D .npz, DeepMind 3dshapes.h5, organizer .h5 (harness datasets check FILE)")
+    _echo("files: original dSprites .npz, MPI3D .npz, DeepMind 3dshapes.h5, organizer .h5; folders: SmallNORB, Cars3D (harness datasets check PATH)")
 
 
 @datasets_group.command("show")
@@ -190,9 +190,9 @@ def datasets_export(name, out, subset, seed):
 
 
 @datasets_group.command("check")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())
 def datasets_check(path):
-    """Validate a dataset file (organizer HDF5 or an original file); exit 2 with the reason if bad."""
+    """Validate a dataset file or folder (organizer HDF5, an original file, SmallNORB or Cars3D folder); exit 2 with the reason if bad."""
     from harness.datasets.files import check_file
 
     info = check_file(path)

@@ -1,4 +1,6 @@
-"""File-backed datasets: original dSprites .npz, MPI3D .npz, DeepMind 3dshapes.h5, organizer HDF5.
+"""File-backed datasets: original dSprites .npz, MPI3D .npz, DeepMind 3dshapes.h5, organizer HDF5,
+and folders: SmallNORB's NYU files (:mod:`harness.datasets.smallnorb`), Cars3D's MATLAB files
+(:mod:`harness.datasets.cars3d`).
 
 Nothing is read whole: images stay on disk and rows are read on demand, through a memory map
 (uncompressed .npz members, contiguous HDF5 datasets) or h5py reads grouped into short
@@ -18,6 +20,9 @@ import contextlib
 import hashlib
 import os
 import pickle
+import re
+import stat
+import warnings
 import zipfile
 import zlib
 
@@ -29,10 +34,19 @@ from harness.errors import InputError
 ORGANIZER_KEYS = "datasets 'images' uint8 (N,H,W,C) and 'factors' int (N,K), attributes 'factor_names', 'factor_sizes'"
 DSPRITES_KEYS = "'imgs', 'latents_classes', 'latents_values', 'metadata'"
 MPI3D_SIZES = {
-    460_800: [4, 4, 2, 3, 3, 40, 40],  # 2019 challenge toy / realistic files
+    460_800: [4, 4, 2, 3, 3, 40, 40],  # 2019 challenge toy / realistic files, and MPI3D-complex
     1_036_800: [6, 6, 2, 3, 3, 40, 40],  # public toy / realistic / real files
 }
 MPI3D_NAMES = ["object_color", "object_shape", "object_size", "camera_height", "background_color", "horizontal_axis", "vertical_axis"]
+# (images, colours, shapes) per variant, as github.com/rr-learning/disentanglement_dataset's README
+# names them (its 2019 revisions for the challenge files, the current one for the others)
+MPI3D_VARIANTS = {
+    "public": (1_036_800, ["white", "green", "red", "blue", "brown", "olive"],
+               ["cone", "cube", "cylinder", "hexagonal", "pyramid", "sphere"]),
+    "challenge2019": (460_800, ["green", "red", "blue", "brown"], ["cone", "cube", "hexagonal prism", "sphere"]),
+    "complex": (460_800, ["yellow", "green", "olive", "red"], ["coffee-cup", "tennis-ball", "croissant", "beer-cup"]),
+}
+_MPI3D_SIMULATED = {"toy", "realistic", "sim"}  # name tokens of rendered sets: never MPI3D-complex (real images)
 SHAPES3D_NAMES = ["floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"]
 SHAPES3D_SIZES = [10, 10, 10, 8, 4, 15]
 
@@ -115,13 +129,17 @@ def _h5_store(path, dset):
 class FileGrid(GridDataset):
     """A full factor grid stored in a file, rows in C order (last factor fastest)."""
 
-    def __init__(self, *, name, factor_names, factor_sizes, observation_shape, store, source):
+    def __init__(self, *, name, factor_names, factor_sizes, observation_shape, store, source,
+                 factor_values: dict[str, list[str]] | None = None, note: str | None = None):
         self.name = name
         self.factor_names = list(factor_names)
         self.factor_sizes = [int(s) for s in factor_sizes]
         self.observation_shape = tuple(int(d) for d in observation_shape)
         self.source = source
         self._store = store
+        if factor_values is not None:  # value names per factor, where the file's publisher named them
+            self.factor_values = {k: list(v) for k, v in factor_values.items()}
+        self.note = note  # what the loader assumed, for `harness datasets check`
 
     def observations(self, idx, rng: np.random.Generator | None = None) -> np.ndarray:
         idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
@@ -310,6 +328,65 @@ def _cache_dir() -> str:
     return os.environ.get("HARNESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "harness")
 
 
+def open_regular(path: str, *, max_bytes: int):
+    """``path`` opened for binary reading, refusing links, non-regular files and files over ``max_bytes``.
+
+    ``O_NOFOLLOW`` makes the check and the open one step, so a file swapped for a link in between
+    is refused too. Returns ``(file object, size)``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if os.path.islink(path):
+            raise InputError(f"{path} is a symbolic link: dataset files are never followed through links; copy the file") from None
+        raise InputError(f"cannot open {path}: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise InputError(f"{path} is not a regular file")
+    if st.st_size > max_bytes:
+        os.close(fd)
+        raise InputError(f"{path}: {st.st_size:,} bytes, more than the {max_bytes:,} this file can hold; it is not the expected file")
+    return os.fdopen(fd, "rb"), st.st_size
+
+
+def files_tag(paths, *extra) -> str:
+    """A short hash of files' absolute paths, sizes and modification times (and ``extra``): a cache key."""
+    parts = []
+    for p in paths:
+        st = os.lstat(p)
+        parts.append(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts + [str(e) for e in extra]).encode()).hexdigest()[:16]
+
+
+def cached_images(filename: str, dtype, shape, fill) -> "_MemmapImages":
+    """A memory-mapped ``.npy`` in the cache folder, written once by ``fill(out)`` (a writable memmap).
+
+    Written to a temporary file and renamed, so a failed or interrupted fill leaves nothing that
+    would be taken for the data next time.
+    """
+    target = os.path.join(_cache_dir(), filename)
+    if not os.path.exists(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = f"{target}.{os.getpid()}.part"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+        try:
+            fill(out)
+            out.flush()
+        except BaseException:
+            del out
+            os.unlink(tmp)
+            raise
+        del out
+        os.replace(tmp, target)
+    with open(target, "rb") as fp:
+        shape_found, _, dtype_found = _npy_header(fp)
+        offset = fp.tell()
+    if tuple(shape_found) != tuple(shape) or dtype_found != np.dtype(dtype):
+        raise InputError(f"cache file {target} does not match its dataset: delete it and load again")
+    return _MemmapImages(target, offset, dtype, shape)
+
+
 def _npz_images(path: str, zf: zipfile.ZipFile, key: str, *, scale=1) -> tuple[_MemmapImages, tuple]:
     """A memory-mapped store for a big member; compressed members are extracted to the cache once."""
     info = _npz_member(zf, key, path)
@@ -325,8 +402,8 @@ def _npz_images(path: str, zf: zipfile.ZipFile, key: str, *, scale=1) -> tuple[_
             name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
         offset = info.header_offset + 30 + name_len + extra_len + header_len
         return _MemmapImages(path, offset, dtype, shape, scale=scale), shape
-    stat = os.stat(path)
-    tag = hashlib.sha256(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{key}".encode()).hexdigest()[:16]
+    st = os.stat(path)
+    tag = hashlib.sha256(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{key}".encode()).hexdigest()[:16]
     target = os.path.join(_cache_dir(), f"{os.path.basename(path)}.{key}.{tag}.npy")
     if not os.path.exists(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -391,15 +468,59 @@ def open_dsprites_npz(path: str, zf: zipfile.ZipFile) -> FileGrid:
                     observation_shape=obs, store=store, source=f"file: {path}")
 
 
-def open_mpi3d_npz(path: str, zf: zipfile.ZipFile) -> FileGrid:
+def mpi3d_factor_values(variant: str) -> dict[str, list[str]]:
+    """Value names of the five named MPI3D factors in ``variant`` (the two axes have only indices)."""
+    _, colours, shapes = MPI3D_VARIANTS[variant]
+    return {"object_color": list(colours), "object_shape": list(shapes), "object_size": ["small", "large"],
+            "camera_height": ["top", "center", "bottom"], "background_color": ["purple", "sea green", "salmon"]}
+
+
+def mpi3d_variant(num_images: int, file_name: str, variant: str | None = None) -> tuple[str, str | None]:
+    """``(variant, note)`` of an MPI3D file: from ``variant`` if given, else the image count and the name.
+
+    1,036,800 images are the public sets. 460,800 are the 2019 challenge's (4 colours, 4 shapes)
+    or MPI3D-complex (other objects): "complex"/"complicated" in the name (the published file is
+    ``real3d_complicated_shapes_ordered.npz``) says complex; "toy", "realistic", "sim", "2019",
+    "challenge" or "heldout" says 2019 (rendered: complex has only real images). With neither,
+    the 2019 layout is assumed and ``note`` says so: the factor sizes are the same, only the
+    value names differ, so the scores do not depend on the choice.
+    """
+    if variant is not None:
+        if variant not in MPI3D_VARIANTS:
+            raise InputError(f"MPI3D option variant={variant!r}: use one of {', '.join(MPI3D_VARIANTS)}")
+        expected = MPI3D_VARIANTS[variant][0]
+        if num_images != expected:
+            raise InputError(f"{file_name}: MPI3D variant {variant!r} has {expected:,} images, the file {num_images:,}")
+        return variant, None
+    if num_images not in MPI3D_SIZES:
+        raise InputError(f"{file_name}: MPI3D 'images' has {num_images:,} images; expected 460,800 (2019 files and "
+                         "MPI3D-complex: 4 colours, 4 shapes) or 1,036,800 (public files: 6, 6)")
+    if num_images == 1_036_800:
+        return "public", None
+    base = os.path.basename(file_name).lower()
+    if "complex" in base or "complicated" in base:
+        return "complex", None
+    tokens = set(re.split(r"[^a-z0-9]+", base))
+    if tokens & _MPI3D_SIMULATED or any(word in base for word in ("2019", "challenge", "heldout")):
+        return "challenge2019", None
+    return "challenge2019", (
+        f"{os.path.basename(file_name)}: 460,800 MPI3D images and no name hint: taken as the 2019 challenge set "
+        "(colours green, red, blue, brown; shapes cone, cube, hexagonal prism, sphere); for MPI3D-complex "
+        "load it with variant='complex' (the sizes, hence the scores, are the same)")
+
+
+def open_mpi3d_npz(path: str, zf: zipfile.ZipFile, *, variant: str | None = None) -> FileGrid:
     store, shape = _npz_images(path, zf, "images")
-    sizes = MPI3D_SIZES.get(shape[0])
-    if sizes is None:
-        raise InputError(f"{path}: MPI3D 'images' has {shape[0]:,} images; expected 460,800 (2019 files: 4 colours, 4 shapes) or 1,036,800 (public files: 6, 6)")
     if len(shape) != 4:
         raise InputError(f"{path}: MPI3D 'images' must be (N,H,W,C), got {shape}")
-    return FileGrid(name="mpi3d", factor_names=MPI3D_NAMES, factor_sizes=sizes, observation_shape=shape[1:],
-                    store=store, source=f"file: {path}")
+    variant, note = mpi3d_variant(shape[0], path, variant)
+    if note:
+        warnings.warn(note, stacklevel=3)
+    tokens = set(re.split(r"[^a-z0-9]+", os.path.basename(path).lower()))
+    render = "complex" if variant == "complex" else next((t for t in ("toy", "realistic", "real") if t in tokens), None)
+    return FileGrid(name=f"mpi3d_{render}_original" if render else "mpi3d_original", factor_names=MPI3D_NAMES,
+                    factor_sizes=MPI3D_SIZES[shape[0]], observation_shape=shape[1:], store=store,
+                    source=f"file: {path} (MPI3D {variant})", factor_values=mpi3d_factor_values(variant), note=note)
 
 
 # --------------------------------------------------------------------------- hdf5
@@ -480,13 +601,51 @@ def open_organizer_h5(path: str, f):
 # --------------------------------------------------------------------------- entry points
 
 
+FOLDER_KINDS = "a SmallNORB folder (smallnorb-*-{training,testing}-{dat,cat,info}.mat[.gz]) or a Cars3D folder (car_*_mesh.mat)"
+MAX_FOLDER_ENTRIES = 100_000
+
+
+def _options(kind: str, options: dict, allowed: tuple[str, ...] = ()) -> dict:
+    extra = sorted(set(options) - set(allowed))
+    if extra:
+        takes = f"takes only {', '.join(f'{a}=' for a in allowed)}" if allowed else "takes no options"
+        raise InputError(f"{kind} {takes}; got {', '.join(extra)}")
+    return options
+
+
+def open_folder(path: str, **options):
+    """A dataset folder, recognised by its file names: SmallNORB's six files or Cars3D's car files."""
+    from harness.datasets import cars3d, smallnorb
+
+    try:
+        with os.scandir(path) as entries:
+            names = []
+            for entry in entries:
+                names.append(entry.name)
+                if len(names) > MAX_FOLDER_ENTRIES:
+                    raise InputError(f"{path}: more than {MAX_FOLDER_ENTRIES:,} entries; expected {FOLDER_KINDS}")
+    except OSError as exc:
+        raise InputError(f"cannot list folder {path}: {exc.strerror or exc}") from None
+    norb = any(smallnorb.is_smallnorb_name(n) for n in names)
+    cars = any(cars3d.is_cars3d_name(n) for n in names)
+    if norb and cars:
+        raise InputError(f"{path}: holds both SmallNORB and Cars3D files; give each dataset its own folder")
+    if norb:
+        return smallnorb.open_smallnorb(path, **_options("a SmallNORB folder", options, ("instance",)))
+    if cars:
+        return cars3d.open_cars3d(path, **_options("a Cars3D folder", options))
+    raise InputError(f"{path} is a folder without dataset files: expected {FOLDER_KINDS}, or a dataset file, {_expected(path)}")
+
+
 def open_file(path, **options):
-    """Open a dataset file, dispatching on extension and keys. See the module docstring."""
-    if options:
-        raise InputError(f"dataset files take no options, got {', '.join(sorted(options))}")
+    """Open a dataset file or folder, dispatching on names, extension and keys. See the module docstring.
+
+    Options: ``variant=`` for an MPI3D file (:func:`mpi3d_variant`), ``instance=`` for a SmallNORB
+    folder (:mod:`harness.datasets.smallnorb`); other files take none.
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise InputError(f"{path} is a folder: expected a dataset file, {_expected(path)}")
+        return open_folder(path, **options)
     if not os.path.isfile(path):
         raise InputError(f"no such file {path}: expected {_expected(path)}")
     if path.lower().endswith(".npz"):
@@ -497,10 +656,11 @@ def open_file(path, **options):
         with zf:
             keys = _npz_keys(zf)
             if "imgs" in keys:
-                return open_dsprites_npz(path, zf)
+                return open_dsprites_npz(path, zf, **_options("a dSprites file", options))
             if "images" in keys:
-                return open_mpi3d_npz(path, zf)
+                return open_mpi3d_npz(path, zf, **_options("an MPI3D file", options, ("variant",)))
             raise InputError(f"{path}: found keys {keys}; expected {_expected(path)}")
+    _options("an HDF5 dataset file", options)
     import h5py
 
     try:
@@ -515,14 +675,22 @@ def open_file(path, **options):
         raise InputError(f"{path}: found keys {sorted(f.keys())}; expected {_expected(path)}")
 
 
-def check_file(path) -> str:
-    """Open and validate a dataset file; a one-line summary, or :class:`InputError` saying what is wrong."""
-    ds = open_file(path)
+def check_file(path, **options) -> str:
+    """Open and validate a dataset file or folder; a one-line summary, or :class:`InputError` saying what is wrong.
+
+    What the loader had to assume (an MPI3D variant, an unusual number of cars) ends the line.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same words end the summary line
+        ds = open_file(path, **options)
     sizes = ", ".join(f"{n}={s}" for n, s in zip(ds.factor_names, ds.factor_sizes))
     kind = "full grid" if ds.full_grid else f"labelled subset of {int(np.prod(ds.factor_sizes)):,} grid points"
+    if ds.stochastic:
+        kind += ", stochastic"
     ds.observations(np.array([0, ds.num_observations - 1]))  # the image rows are readable
     shape = "x".join(map(str, ds.observation_shape))
-    return f"{ds.name}: {ds.num_observations:,} images {shape}, {kind}; factors {sizes}"
+    note = getattr(ds, "note", None)
+    return f"{ds.name}: {ds.num_observations:,} images {shape}, {kind}; factors {sizes}" + (f"; NOTE: {note}" if note else "")
 
 
 def export_organizer(dataset, out, *, subset: int | None = None, seed: int = 0, batch: int = 4096) -> dict:
