@@ -335,6 +335,17 @@ def test_folder_dispatch(tmp_path):
     (both / f"smallnorb-{TRAIN_STEM}-training-dat.mat").touch()
     with pytest.raises(InputError, match="both SmallNORB and Cars3D"):
         datasets.load(str(both))
+    unpacked = tmp_path / "unpacked"  # the download and its unpacked copy: the uncompressed one is read
+    unpacked.mkdir()
+    for split, stem in (("training", TRAIN_STEM), ("testing", TEST_STEM)):
+        for part in ("dat", "cat", "info"):
+            (unpacked / f"smallnorb-{stem}-{split}-{part}.mat.gz").touch()
+    (unpacked / f"smallnorb-{TRAIN_STEM}-training-cat.mat").touch()
+    found = smallnorb.find_files(str(unpacked))
+    assert found[("training", "cat")].endswith("-cat.mat") and found[("training", "dat")].endswith(".mat.gz")
+    (unpacked / "smallnorb-5x01235x9x18x6x2x32x32-testing-info.mat").touch()
+    with pytest.raises(InputError, match="testing files of different sets"):
+        smallnorb.find_files(str(unpacked))
 
 
 # --------------------------------------------------------------------------- MPI3D

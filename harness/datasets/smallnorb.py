@@ -91,11 +91,11 @@ def resize_like_dl(image: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def _damage_is_input(path: str):
-    """A gzip member that fails to decompress or to match its checksum: one line."""
+    """A gzip member that fails to decompress or to match its checksum, a failed read: one line."""
     try:
         yield
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise InputError(f"{path}: damaged ({type(exc).__name__}: {str(exc)[:120]}); download it again") from None
+    except (EOFError, zlib.error, OSError) as exc:  # gzip.BadGzipFile is an OSError
+        raise InputError(f"{path}: damaged or unreadable ({type(exc).__name__}: {str(exc)[:120]}); download it again") from None
 
 
 class _Matrix:
