@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from joblib import Parallel, delayed
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 
 def resolve_n_jobs(n_jobs) -> int:
@@ -32,12 +32,16 @@ def parallel_map(function, items, n_jobs, *, costs=None) -> list:
     """
     items = list(items)
     workers = min(resolve_n_jobs(n_jobs), len(items))
+    # One scan of the loaded libraries per call, not per item (each scan reads /proc/self/maps:
+    # 3 ms, 0.3 s over IRS's 100 replicates). LightGBM, loaded inside a fit, sets its own threads.
+    controller = ThreadpoolController()
+
     def one_thread(*item):
         # OpenMP's thread count is per thread: set it in each worker (BLAS's is process-wide, below)
-        with threadpool_limits(limits=1, user_api="openmp"):
+        with controller.limit(limits=1, user_api="openmp"):
             return function(*item)
 
-    with threadpool_limits(limits=1, user_api="blas"):  # one BLAS thread per fit: n_jobs cores in all
+    with controller.limit(limits=1, user_api="blas"):  # one BLAS thread per fit: n_jobs cores in all
         if workers <= 1:
             return [one_thread(*item) for item in items]
         order = list(range(len(items))) if costs is None else sorted(range(len(items)), key=lambda i: -costs[i])
