@@ -181,7 +181,9 @@ def _schema_validator():
 # The plan encodes each unique index in its own batches, a metric alone in request order: float32
 # products then round differently (~1e-7). R^2 of a near-exact linear fit (the dummy encoder is
 # linear in the factors) is 1 - SSE/SST with SSE at that rounding level, so it moves by ~1e-6.
-_ROUNDING_LEVEL_KEYS = {"r2_train": 1e-5, "r2_test": 1e-5, "r2_per_factor": 1e-5, "r2_test_ci95": 1e-5}
+_ROUNDING_LEVEL_KEYS = {"r2_train": 1e-5, "r2_test": 1e-5, "r2_per_factor": 1e-5, "r2_test_ci95": 1e-5,
+                        **{f"r2_{part}{end}": 1e-5 for part in ("held_out", "iid")  # generalization
+                           for end in ("", "_ci95", "_per_factor")}}
 
 
 def _assert_same_values(got: dict, expected: dict):

@@ -66,7 +66,7 @@ DEFAULT_RATIO = 0.2
 _CHUNK = 1 << 20  # grid points per pass when a part is enumerated
 # bounds on a split table (a challenge file is read before anything else runs)
 _MAX_FACTORS, _MAX_COMBINATIONS, _MAX_VALUES, _MAX_NAME = 64, 256, 100_000, 100
-_RANGE = re.compile(r"^\s*(\d{1,9})\s*\.\.\s*(\d{1,9})\s*$")
+_RANGE = re.compile(r"^\s*(\d{1,9})\s*(?:\.\.\s*(\d{1,9})\s*)?$")
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ class Split:
             size = sizes[names.index(name)]
             if max(values) >= size:
                 raise InputError(f"{where}: {name} has values 0..{size - 1}, the split names {max(values)}")
-            if len(values) >= size:
+            if len(values) >= size and self.kind != "composition":  # composition: parts() checks coverage
                 raise InputError(f"{where}: every value of {name} is held out; leave some for training")
             if self.kind == "interpolation" and (values[0] == 0 or values[-1] == size - 1):
                 raise InputError(f"{where}: interpolation holds out inner values of {name} (1..{size - 2}); "
@@ -187,9 +187,9 @@ class Split:
         if self.kind == "random":
             out.update(test_fraction=self.test_fraction, seed=self.seed)
         elif self.kind == "composition":
-            out["held_out"] = [{n: _describe_values(v) for n, v in c} for c in self.held_out]
+            out["held_out"] = [{n: _record_values(v) for n, v in c} for c in self.held_out]
         else:
-            out["held_out"] = {n: _describe_values(v) for n, v in self.held_out}
+            out["held_out"] = {n: _record_values(v) for n, v in self.held_out}
         return out
 
     def describe(self) -> str:
@@ -231,6 +231,12 @@ def _at_the_ends(values: tuple, size: int) -> bool:
         low += 1
     high = values[low:]
     return not high or high == list(range(size - len(high), size))
+
+
+def _record_values(values):
+    """The table form of sorted values: ``"a..b"`` per run, an int per lone value (one item unwrapped)."""
+    items = [int(r) if ".." not in r else r for r in _describe_values(values).split(", ")]
+    return items[0] if len(items) == 1 else items
 
 
 def _describe_values(values) -> str:
@@ -378,10 +384,10 @@ def _values(spec, where: str) -> tuple[int, ...]:
             values.add(item)
             continue
         match = _RANGE.match(item) if isinstance(item, str) and len(item) <= 32 else None
-        if not match or int(match.group(1)) > int(match.group(2)):
+        if not match or int(match.group(1)) > int(match.group(2) or match.group(1)):
             raise InputError(f"{where}: a value is an integer >= 0 or an inclusive range \"a..b\" (a <= b), "
                              f"got {_short(item)}")
-        lo, hi = int(match.group(1)), int(match.group(2))
+        lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
         if hi - lo + 1 + len(values) > _MAX_VALUES:
             raise InputError(f"{where}: more than {_MAX_VALUES:,} values")
         values.update(range(lo, hi + 1))

@@ -45,7 +45,7 @@ def _predict(model, x) -> np.ndarray:
 
 
 def generalization_readout(codes_train, factors_train, codes_test, factors_test, codes_iid=None, factors_iid=None,
-                           *, predictor: str = "mlp", categorical=(),
+                           *, predictor: str = "linear", categorical=(),
                            n_bootstrap: int = _bootstrap.DEFAULT_N_BOOTSTRAP, seed: int = 0) -> dict:
     """R^2 of a readout fitted on one part of a split, on its held-out part and in distribution.
 

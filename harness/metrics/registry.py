@@ -577,7 +577,7 @@ def _sample_generalization(dataset, *, seed: int, split="extrapolation", num_tra
                                    if name in set(categorical_factors)]})
 
 
-def _score_generalization(request, codes, *, seed, predictor="mlp", n_bootstrap=_bootstrap.DEFAULT_N_BOOTSTRAP):
+def _score_generalization(request, codes, *, seed, predictor="linear", n_bootstrap=_bootstrap.DEFAULT_N_BOOTSTRAP):
     codes = np.asarray(codes)
     if codes.ndim != 2 or len(codes) != len(request.indices):
         raise ValueError(f"codes: expected {len(request.indices)} rows (one per request index), got shape "
