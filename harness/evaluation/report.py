@@ -300,6 +300,7 @@ _INTERVAL_OVER = {
     "z_max_var": "eval votes (classifier fixed)",
     "dci_es": "test samples (probes fixed)", "regression_informativeness": "test samples (predictors fixed)",
     "flatness": "each factor's traversals", "mcc": "samples",
+    "generalization": "evaluation points (readout fixed)",
 }
 
 
