@@ -217,3 +217,18 @@ def test_an_empty_part_is_refused():
         parse_split({"kind": "random", "test_fraction": 0.9999}).parts(ds)
     with pytest.raises(InputError, match="held-out part is empty"):
         parse_split({"kind": "random", "test_fraction": 0.0001}).parts(ds)
+
+
+def test_a_labelled_subset_is_split_by_its_rows_factors():
+    from harness.datasets.files import LabelledSubset
+
+    grid = datasets.load("dsprites")
+    rows = np.sort(np.random.default_rng(0).choice(grid.num_observations, 20000, replace=False))
+    subset = LabelledSubset(name="held", factor_names=grid.factor_names, factor_sizes=grid.factor_sizes,
+                            observation_shape=grid.observation_shape, factors=grid.index_to_factors(rows),
+                            store=None, source="test")
+    for name in BUILTIN:  # the same points held out as on the grid they come from
+        split = builtin_split(name, subset)
+        assert split == builtin_split(name, grid)
+        _, test_rows = split.parts(subset)
+        np.testing.assert_array_equal(rows[test_rows], np.intersect1d(rows, split.parts(grid)[1]))
