@@ -125,14 +125,15 @@ class Split:
             held = self.held_out_mask(dataset, factors)
             train.append(idx[~held])
             test.append(idx[held])
-            for k, column in enumerate(factors[~held].T):
-                seen[k][column] = True
+            if self.kind == "composition":  # which values reach training (checked below)
+                for k, column in enumerate(factors[~held].T):
+                    seen[k][column] = True
         train, test = np.concatenate(train), np.concatenate(test)
         where = f"split {self.name!r} on {dataset.name}"
         if not len(train):
             raise InputError(f"{where}: the training part is empty; hold out fewer values")
         if not len(test):
-            raise InputError(f"{where}: the held-out part is empty; none of its points is on this dataset")
+            raise InputError(f"{where}: the held-out part is empty; no point of this dataset is held out")
         if self.kind == "composition":
             for name, _ in {pair for combination in self.held_out for pair in combination}:
                 k = dataset.factor_names.index(name)
@@ -176,10 +177,6 @@ class Split:
                                  f"(0..a and/or b..{size - 1}), got {_describe_values(values)} "
                                  "(use interpolation for inner values)")
         return self
-
-    def held_out_fraction(self, dataset, parts=None) -> float:
-        train, test = parts if parts is not None else self.parts(dataset)
-        return len(test) / (len(train) + len(test))
 
     def to_dict(self) -> dict:
         """A plain record of the split (what :func:`parse_split` reads back)."""
