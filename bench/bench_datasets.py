@@ -28,8 +28,11 @@ N_H5, SHAPE = 480_000, (64, 64, 3)
 
 
 def _cache_cover(ds) -> np.ndarray:
-    """Factor combinations touching every cached sprite / template once: one hue, and five positions
-    per axis, which reach each of dSprites' five sub-pixel phases."""
+    """Factor combinations touching every cached sprite / template once: the dataset's own
+    ``cache_cover()`` where it has one (mpi3d_toy), else one hue, and five positions per axis, which
+    reach each of dSprites' five sub-pixel phases."""
+    if hasattr(ds, "cache_cover"):
+        return ds.cache_cover()
     ranges = [range(1) if "hue" in n else range(min(s, 5)) if n.startswith("pos") else range(s)
               for n, s in zip(ds.factor_names, ds.factor_sizes)]
     return np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, len(ranges))
@@ -107,6 +110,7 @@ def main() -> None:
     throughput("dsprites", total=200_000, batch=10_000)
     throughput("shapes3d", total=50_000, batch=5_000)
     throughput("noisy_dsprites", total=20_000, batch=5_000)
+    throughput("mpi3d_toy", total=100_000, batch=10_000)
     if args.skip_h5:
         return
     write_h5()

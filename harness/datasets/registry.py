@@ -29,6 +29,7 @@ BUILTINS = {
     "noisy_dsprites": "harness.datasets.dsprites:NoisyDSprites",
     "scream_dsprites": "harness.datasets.dsprites:ScreamDSprites",
     "shapes3d": "harness.datasets.shapes3d:Shapes3D",
+    "mpi3d_toy": "harness.datasets.mpi3d:MPI3DToy",
     "xyobject": "harness.datasets.xy:XYObject",
     "xysquares": "harness.datasets.xy:XYSquares",
 }
