@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 from harness.allocator import keep_freed_memory
 from harness.errors import SubmissionFailure
@@ -30,7 +31,9 @@ MAX_FIXED_BATCH = 4096
 
 # What each format's loader imports: the launcher imports it before the model has control, so a
 # runtime missing from the grader's environment (or image) is our infra_error, never a load_error.
-RUNTIME_MODULES = {"onnx": ("numpy", "onnx", "onnxruntime"),
+# ONNX models are checked with onnx's generated protobuf classes alone (``_onnx_proto``): the onnx
+# package's own import pulls in ml_dtypes, 0.6-0.8 CPU-s of every sandbox start on these machines.
+RUNTIME_MODULES = {"onnx": ("numpy", "google.protobuf", "onnxruntime"),
                    "torchscript": ("numpy", "torch"),
                    "torch_export": ("numpy", "torch", "torch.export", "sympy")}
 
@@ -50,6 +53,39 @@ def import_runtime(fmt: str) -> None:
             raise _fail("infra_error", f"the sandbox's Python cannot import {name} ({one_line(exc, 200)}), which "
                         f"{fmt} models need: the grader's environment or image lacks it, the submission is "
                         "not at fault") from None
+    if fmt == "onnx":
+        try:
+            _onnx_proto()
+        except Exception as exc:  # noqa: BLE001 - onnx missing or broken: ours
+            raise _fail("infra_error", f"the sandbox's Python cannot load onnx's protobuf classes "
+                        f"({one_line(exc, 200)}), which ONNX models need: the grader's environment or image "
+                        "lacks the onnx package, the submission is not at fault") from None
+
+
+_ONNX_PROTO = None
+
+
+def _onnx_proto():
+    """onnx's generated protobuf module (ModelProto, TensorProto, ...), loaded from its file without
+    running the onnx package's ``__init__``. Where onnx is already imported (backend "none"), its own."""
+    global _ONNX_PROTO
+    if _ONNX_PROTO is None:
+        if "onnx" in sys.modules:
+            import onnx
+
+            _ONNX_PROTO = onnx.onnx_ml_pb2
+        else:
+            import importlib.util
+
+            package = importlib.util.find_spec("onnx")
+            if package is None or not package.submodule_search_locations:
+                raise ImportError("no module named 'onnx'")
+            path = os.path.join(list(package.submodule_search_locations)[0], "onnx_ml_pb2.py")
+            spec = importlib.util.spec_from_file_location("_harness_onnx_ml_pb2", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _ONNX_PROTO = module
+    return _ONNX_PROTO
 
 
 def _fail(kind: str, message: str, detail: str | None = None) -> SubmissionFailure:
@@ -99,6 +135,27 @@ def _onnx_nodes(model):
                 stack.extend((g.node, depth + 1) for g in graphs)
 
 
+def _onnx_tensors(model):
+    """Every tensor that can keep its data outside the file: initializers (dense and sparse) of the
+    main graph and of every subgraph, and tensor attributes of every node (functions' included)."""
+
+    def of_graph(graph):
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+
+    yield from of_graph(model.graph)
+    for node in _onnx_nodes(model):
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sparse in ([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []) + list(attr.sparse_tensors):
+                yield from (sparse.values, sparse.indices)
+            for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from of_graph(graph)
+
+
 _RUNTIME_DOMAINS: set | None = None
 
 
@@ -145,18 +202,17 @@ def check_onnx_model(path: str, root: str, channels: int, height: int, width: in
     """Refuse unknown op domains, local functions in runtime-owned domains, external data outside
     the submission and an input that disagrees with the manifest, before onnxruntime runs. Returns
     the model's fixed batch size, or None when its batch axis is dynamic."""
-    import onnx
-    from onnx import external_data_helper
-
+    proto = _onnx_proto()
     try:
-        model = onnx.load(path, load_external_data=False)
+        with open(path, "rb") as fh:
+            model = proto.ModelProto.FromString(fh.read())
     except Exception as exc:
-        raise _fail("load_error", f"the model file is not a readable ONNX model: {exc}") from None
+        raise _fail("load_error", f"the model file is not a readable ONNX model: {one_line(exc, 200)}") from None
     _check_onnx_domains(model)
     real_root = os.path.realpath(root)
     base = os.path.dirname(os.path.abspath(path))
-    for tensor in external_data_helper._get_all_tensors(model):
-        if not external_data_helper.uses_external_data(tensor):
+    for tensor in _onnx_tensors(model):
+        if not (tensor.HasField("data_location") and tensor.data_location == proto.TensorProto.EXTERNAL):
             continue
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
