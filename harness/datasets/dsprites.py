@@ -78,8 +78,8 @@ _NUM_SPRITES = 3 * 6 * 39 * _PHASES * _PHASES  # orientation 39 is orientation 0
 #: set, so one checksum pins every sprite: a machine whose float math rendered any sprite
 #: differently is noticed (a warning), and a cache file is used only when it matches.
 SPRITES_SHA256 = "e8142c7471fb49a5efde137c48dda6fbbfe974de4d8359d79c9f2699c4a49a01"
-#: Fewer missing sprites than this are rendered on their own; more, and the whole table is filled
-#: (from the cache file when there is a good one, else rendered and written there).
+#: Without a good cache file, fewer missing sprites than this are rendered on their own; more,
+#: and the whole table is rendered and written there.
 _FILL_ALL_ABOVE = 1024
 
 
@@ -123,10 +123,17 @@ class _SpriteTable:
         self._sprites = np.zeros((_NUM_SPRITES, _PATCH, _PATCH), dtype=np.uint8)
         self._rendered = np.zeros(_NUM_SPRITES, dtype=bool)
         self._lock = threading.Lock()  # the evaluator renders in a thread
+        self._tried_file = False
 
     def get(self, sids: np.ndarray) -> np.ndarray:
         if not self._rendered[sids].all():
             with self._lock:
+                if not self._tried_file:  # a good cache file: every sprite in milliseconds
+                    self._tried_file = True
+                    table = _read_table(self.cache_path())
+                    if table is not None:
+                        self._sprites[:] = table
+                        self._rendered[:] = True
                 missing = np.unique(sids[~self._rendered[sids]])
                 if len(missing) > _FILL_ALL_ABOVE:
                     self._fill_all()
