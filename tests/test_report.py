@@ -387,10 +387,12 @@ def test_dimension_traversal_has_one_row_per_capped_dimension_of_real_images():
         np.testing.assert_array_equal(codes[rows, j], want)
         assert np.all(np.diff(t["values"][r]) >= 0)
     np.testing.assert_array_equal(t["images"].reshape(-1, 16, 16, 1), ds.observations(t["indices"].ravel()))
-    fig = dim_traversal_figure(t)
-    assert len(fig.axes) == TRAVERSAL_MAX_DIMS * len(TRAVERSAL_PERCENTILES)
-    labels = [ax.get_ylabel().split("\n")[0] for ax in fig.axes if ax.get_ylabel()]
+    fig = dim_traversal_figure(t)  # one mosaic: a row label per dimension, a value above each cell
+    (ax,) = fig.axes
+    labels = [tick.get_text().split("\n")[0] for tick in ax.get_yticklabels()]
     assert labels == [f"z{j}" for j in t["dims"]]
+    cell_titles = [text.get_text() for text in ax.texts][:TRAVERSAL_MAX_DIMS * len(TRAVERSAL_PERCENTILES)]
+    assert cell_titles == [f"{v:.3g}" for v in np.asarray(t["values"]).ravel()]
     # fewer dimensions than the cap: every one, and the report says nothing about a cap
     t4 = dimension_traversal(ds, codes[:, :4], indices)
     assert list(t4["dims"]) == [0, 1, 2, 3] and t4["images"].shape[0] == 4
