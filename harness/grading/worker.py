@@ -29,7 +29,7 @@ DEFAULT_JOB_FN = "harness.grading.jobs:evaluate_job"
 _HARD_LOG_BYTES = 64 << 20  # a runaway log is truncated while the job runs
 
 
-def _die_with_parent(expected_parent: int | None) -> None:
+def die_with_parent(expected_parent: int | None) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -105,7 +105,12 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec_path, outcome_path = argv
     parent = os.environ.get("HARNESS_GRADER_PID")
-    _die_with_parent(int(parent) if parent else None)
+    die_with_parent(int(parent) if parent else None)
+    return run_attempt(spec_path, outcome_path)
+
+
+def run_attempt(spec_path, outcome_path) -> int:
+    """The attempt in this process (fresh, or forked from a zygote): job, then outcome file."""
     spec = json.loads(Path(spec_path).read_text())
     _limit_own_memory(spec.get("job_memory_mb"))
     outcome = run_job(spec)
@@ -160,14 +165,28 @@ class WorkerProcess:
             env["HARNESS_DOCKER_IMAGE"] = spec["docker_image"]
         self._log = open(self.log_path, "ab")
         self.started = time.time()
-        self.proc = subprocess.Popen(
+        self.killed_for = None
+        self.proc = self._fork(env) or subprocess.Popen(
             # -c, not -m: harness.grading imports this module, and runpy would warn in every job's log
             [sys.executable, "-c", "import sys; from harness.grading.worker import main; sys.exit(main(sys.argv[1:]))",
              str(self.spec_path), str(self.outcome_path)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,  # its own process group: a timeout kills the job's children too
         )
-        self.killed_for = None
+
+    def _fork(self, env: dict):
+        """The attempt forked from a warm zygote (harness.grading.zygote), or None to start afresh."""
+        from harness.grading import zygote
+
+        if not zygote.enabled():
+            return None
+        warm = zygote.zygote_for(env)
+        if warm is None:
+            return None
+        try:
+            return zygote.ForkedAttempt(warm, warm.spawn(self.spec_path, self.outcome_path, self.log_path))
+        except OSError:
+            return None
 
     def poll(self) -> bool:
         """True once the process has ended. Enforces the grader-side time limit and log cap."""
@@ -190,7 +209,10 @@ class WorkerProcess:
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            pass
+            try:  # a forked attempt not yet in its own process group
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.proc.wait()
 
     def wait(self, poll_interval: float = 0.05) -> dict:
