@@ -20,7 +20,7 @@ def test_chunks_rendered_in_pieces_equal_one_render(name, monkeypatch):
     idx = np.random.default_rng(1).integers(0, ds.num_observations, 40)
     rng = np.random.default_rng(7)
     parts = [images for _, images in _prefetched(lambda sl: ds.observations(idx[sl], rng=rng),
-                                                  list(_chunks(len(idx), 11)), Timing())]
+                                                  list(_chunks(len(idx), 11)), Timing(), ordered=ds.stochastic)]
     whole = ds.observations(idx, rng=np.random.default_rng(7))
     np.testing.assert_array_equal(np.concatenate(parts), whole)
 
