@@ -119,20 +119,25 @@ def run_harness(submission: Path, out: Path, sandbox: str) -> dict:
     return results
 
 
-def standalone_throughput(submission: Path, sandbox: str, images: int = 65_536, batch: int = 2048) -> float:
+def standalone_throughput(submission: Path, sandbox: str, images: int = 32_768, batch: int = 2048,
+                          repeats: int = 3) -> float:
     """Images/s of the same sandboxed encoder on images rendered beforehand (nothing else running),
-    in calls of the size evaluate makes: the ceiling for evaluate's encoding."""
+    in calls of the size evaluate makes: the ceiling for evaluate's encoding (the best of
+    ``repeats`` runs, so that the ratio to it is not flattered by a slow run)."""
     from harness import datasets
     from harness.sandbox import open_encoder
 
     ds = datasets.load("dsprites")
     pixels = ds.observations(np.random.default_rng(0).integers(0, ds.num_observations, size=images))
+    rates = []
     with open_encoder(submission, backend=sandbox, device="cpu") as session:
         session.encode(pixels[:batch])  # warm-up: the runtime's first call allocates
-        t0 = time.perf_counter()
-        for start in range(0, images, batch):
-            session.encode(pixels[start:start + batch])
-        return images / (time.perf_counter() - t0)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for start in range(0, images, batch):
+                session.encode(pixels[start:start + batch])
+            rates.append(images / (time.perf_counter() - t0))
+    return max(rates)
 
 
 _SIZES = ("num_train", "num_eval", "num_test", "num_variance_estimate")
@@ -208,7 +213,7 @@ def _print_harness(res: dict, sandbox: str, standalone: float | None) -> None:
     print(f"  code table {table_s:.1f} s: {rate:,.0f} images/s (render {t['render_s']:.1f} s in a thread, "
           f"inside the encoder's calls {t['encode_s']:.1f} s)")
     if standalone:
-        print(f"  the same sandboxed encoder alone, on images rendered beforehand: {standalone:,.0f} images/s; "
+        print(f"  the same sandboxed encoder alone, on images rendered beforehand (best of 3): {standalone:,.0f} images/s; "
               f"evaluate encodes at {rate / standalone:.0%} of it (target >= 90%)")
     metrics_s = sum(t["metrics_s"].values())
     print(f"  metrics {metrics_s:.1f} s, report figures {t['report_s']:.1f} s, start-up/loading/report files "

@@ -454,7 +454,6 @@ def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "c
     out_dir = _prepare_out(out)
     progress = _auto_progress(progress)
 
-    _warm_imports(report=out_dir is not None)
     results = new_results()
     report_arrays: list = []
     headline = {spec.name: list(getattr(spec, "headline", []) or []) for spec, _ in specs}
@@ -495,28 +494,6 @@ def evaluate(submission_path, *, datasets=("dsprites",), preset: str | None = "c
         write_results(results, out_dir / "results.json")
         write_report(results, out_dir / "report.html", report_arrays, headline=headline)
     return results
-
-
-#: Libraries the metrics and the report import when they first run (lightgbm alone takes 1.5 s,
-#: sklearn's scipy.stats most of it).
-_SCORING_MODULES = ("sklearn.svm", "sklearn.linear_model", "lightgbm")
-_REPORT_MODULES = ("matplotlib.figure", "matplotlib.patches", "matplotlib.ticker")
-
-
-def _warm_imports(*, report: bool) -> None:
-    """Import the scoring libraries in a background thread while the sandbox starts and the model
-    encodes (the parent only waits then), so that scoring does not start by importing them."""
-    import importlib
-    import threading
-
-    def run():
-        for name in _SCORING_MODULES + (_REPORT_MODULES if report else ()):
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - an optional library: its metric says so when it runs
-                pass
-
-    threading.Thread(target=run, name="harness-warm-imports", daemon=True).start()
 
 
 def _prepare_out(out) -> Path | None:

@@ -156,17 +156,17 @@ class _ChunkRender:
                     continue
             self._render(i)
 
-    def images(self) -> np.ndarray:
-        return self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
 
 
 def _prefetched(render: Callable[[slice], np.ndarray], slices: list[slice], timing: Timing, *,
                 ordered: bool = False):
-    """Yield ``(slice, images)``, rendering the next chunk in a thread while the caller encodes.
+    """Yield ``(slice, images)`` piece by piece, rendering the next chunk in a thread while the
+    caller encodes this one.
 
     The sandboxed encoder runs in another process, so rendering (numpy, mostly GIL-free) and
-    encoding overlap; one chunk ahead keeps memory bounded to two chunks. ``ordered``: the chunks
-    share one generator (a stochastic request), so every piece is rendered in order.
+    encoding overlap; one chunk ahead keeps memory bounded to two chunks. The pieces are yielded as
+    rendered (joining them cost the caller 1.6 s of copying per dSprites evaluation). ``ordered``:
+    the chunks share one generator (a stochastic request), so every piece is rendered in order.
     """
 
     def prefetch(chunk: _ChunkRender) -> None:
@@ -178,15 +178,15 @@ def _prefetched(render: Callable[[slice], np.ndarray], slices: list[slice], timi
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="harness-render") as pool:
         chunk = _ChunkRender(render, slices[0], ordered=ordered)
         future = pool.submit(prefetch, chunk)
-        for i, sl in enumerate(slices):
+        for i in range(len(slices)):
             chunk.work(caller=True)  # the pieces the prefetch thread has not started
             future.result()  # the one it may still be on (and what its rendering raised)
-            images = chunk.images()
             timing.render_s += chunk.seconds
+            done = chunk
             if i + 1 < len(slices):
                 chunk = _ChunkRender(render, slices[i + 1], ordered=ordered)
                 future = pool.submit(prefetch, chunk)
-            yield sl, images
+            yield from zip(done.pieces, done.parts)
 
 
 def _encode_images(encode, images: np.ndarray, batch_size: int, timing: Timing, progress) -> np.ndarray:
