@@ -7,7 +7,8 @@ from harness import datasets
 from harness.datasets import ANY, GroundTruthDataset
 from harness.errors import InputError
 
-PROCEDURAL = ["dummy", "dsprites", "color_dsprites", "noisy_dsprites", "scream_dsprites", "shapes3d"]
+PROCEDURAL = ["dummy", "dsprites", "color_dsprites", "noisy_dsprites", "scream_dsprites", "shapes3d",
+              "dsprites_noshape", "xyobject", "xysquares", "mpi3d_toy"]
 
 
 @pytest.fixture(scope="module", params=PROCEDURAL)

@@ -29,17 +29,6 @@ def test_factor_structure(dataset):
     assert x.dtype == np.uint8 and x.shape == (2, *shape)
 
 
-def test_index_factor_round_trip(dataset):
-    rng = np.random.default_rng(3)
-    idx = rng.integers(0, dataset.num_observations, size=500)
-    factors = dataset.index_to_factors(idx)
-    np.testing.assert_array_equal(dataset.factors_to_index(factors), idx)
-    np.testing.assert_array_equal(dataset.index_of_factors(factors), idx)
-    np.testing.assert_array_equal(dataset.index_to_factors([1])[0], [0] * (dataset.num_factors - 1) + [1])
-    drawn = dataset.sample_factors(300, rng)
-    assert (drawn >= 0).all() and (drawn < dataset.factor_sizes).all()
-
-
 def test_every_factor_changes_the_image(dataset):
     """On random base points, changing any one factor to another value changes the image (the
     nuisance held fixed by giving both renders the same seed)."""
