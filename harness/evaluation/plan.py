@@ -158,7 +158,6 @@ class _ChunkRender:
             self._render(i)
 
 
-
 def _prefetched(render: Callable[[slice], np.ndarray], slices: list[slice], timing: Timing, *,
                 ordered: bool = False):
     """Yield ``(slice, images)`` piece by piece, rendering the next chunk in a thread while the
