@@ -136,7 +136,7 @@ class _SpriteTable:
                         self._rendered[:] = True
                 missing = np.unique(sids[~self._rendered[sids]])
                 if len(missing) > _FILL_ALL_ABOVE:
-                    self._fill_all()
+                    self._render_all()
                 for start in range(0, len(missing), 256):  # bound the supersampling buffers
                     part = missing[start : start + 256]
                     part = part[~self._rendered[part]]
@@ -148,22 +148,18 @@ class _SpriteTable:
     def cache_path() -> str:
         return os.path.join(cache_dir(), f"dsprites-sprites-{SPRITES_SHA256[:16]}.npy")
 
-    def _fill_all(self) -> None:
-        path = self.cache_path()
-        table = _read_table(path)
-        if table is None:
-            table = np.empty_like(self._sprites)
-            for start in range(0, _NUM_SPRITES, 256):
-                sids = np.arange(start, min(start + 256, _NUM_SPRITES))
-                table[sids] = render_sprites(sids)
-            if hashlib.sha256(table).hexdigest() == SPRITES_SHA256:
-                _write_table(path, table)
-            else:
-                warnings.warn("procedural dSprites: this machine renders some sprites differently from the "
-                              "reference (sprite table checksum mismatch), so its dSprites scores may differ "
-                              "from other machines'", RuntimeWarning, stacklevel=4)
-        self._sprites[:] = table
+    def _render_all(self) -> None:
+        """Every sprite, written to the cache folder when the table is the reference's."""
+        for start in range(0, _NUM_SPRITES, 256):  # bound the supersampling buffers
+            sids = np.arange(start, min(start + 256, _NUM_SPRITES))
+            self._sprites[sids] = render_sprites(sids)
         self._rendered[:] = True
+        if hashlib.sha256(self._sprites).hexdigest() == SPRITES_SHA256:
+            _write_table(self.cache_path(), self._sprites)
+        else:
+            warnings.warn("procedural dSprites: this machine renders some sprites differently from the "
+                          "reference (sprite table checksum mismatch), so its dSprites scores may differ "
+                          "from other machines'", RuntimeWarning, stacklevel=4)
 
 
 def _read_table(path: str) -> np.ndarray | None:

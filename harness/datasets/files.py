@@ -28,7 +28,7 @@ import zlib
 
 import numpy as np
 
-from harness.datasets.base import ANY, GridDataset, as_generator, check_factor_array
+from harness.datasets.base import ANY, GridDataset, as_generator, cache_dir, check_factor_array
 from harness.errors import InputError
 
 ORGANIZER_KEYS = "datasets 'images' uint8 (N,H,W,C) and 'factors' int (N,K), attributes 'factor_names', 'factor_sizes'"
@@ -324,10 +324,6 @@ def _npz_small(zf, key, path):
     return arr
 
 
-def _cache_dir() -> str:
-    return os.environ.get("HARNESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "harness")
-
-
 def open_regular(path: str, *, max_bytes: int):
     """``path`` opened for binary reading, refusing links, non-regular files and files over ``max_bytes``.
 
@@ -365,7 +361,7 @@ def cached_images(filename: str, dtype, shape, fill) -> "_MemmapImages":
     Written to a temporary file and renamed, so a failed or interrupted fill leaves nothing that
     would be taken for the data next time.
     """
-    target = os.path.join(_cache_dir(), filename)
+    target = os.path.join(cache_dir(), filename)
     if not os.path.exists(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = f"{target}.{os.getpid()}.part"
@@ -404,7 +400,7 @@ def _npz_images(path: str, zf: zipfile.ZipFile, key: str, *, scale=1) -> tuple[_
         return _MemmapImages(path, offset, dtype, shape, scale=scale), shape
     st = os.stat(path)
     tag = hashlib.sha256(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{key}".encode()).hexdigest()[:16]
-    target = os.path.join(_cache_dir(), f"{os.path.basename(path)}.{key}.{tag}.npy")
+    target = os.path.join(cache_dir(), f"{os.path.basename(path)}.{key}.{tag}.npy")
     if not os.path.exists(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = f"{target}.{os.getpid()}.part"
